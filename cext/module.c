@@ -1,0 +1,871 @@
+/* nczip._cext: the Python face of the C core (rangecoder.c, cdf.c).
+ *
+ * The only file with Python.h. It checks buffers (contiguous, 4-byte items, format 'f' or 'I'),
+ * turns status codes into exceptions in one place (raise_status), keeps its state per module
+ * (PEP 489 multi-phase init, heap types) and releases the GIL around the O(vocabulary) loops.
+ * Because the GIL is released while an object's state is in use, each object has its own lock.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+#include <pythread.h>
+
+#include <limits.h>
+#include <stdlib.h>
+
+#include "nczip.h"
+
+/* Tables smaller than this are coded without releasing the GIL: the switch costs more. */
+#define NOGIL_MIN_ITEMS 2048
+
+typedef struct {
+    PyObject *CoderError;
+    PyTypeObject *Encoder;
+    PyTypeObject *Decoder;
+} modstate;
+
+static modstate *get_state(PyObject *module)
+{
+    return (modstate *)PyModule_GetState(module);
+}
+
+/* ---- argument context and the one place where statuses become exceptions ---- */
+
+/* The arguments as the caller gave them, for messages. */
+typedef struct {
+    long long precision;
+    long long cum;
+    long long freq;
+    long long symbol;
+    Py_ssize_t n;
+} callargs;
+
+static void raise_status(const modstate *st, int status, const callargs *a)
+{
+    unsigned long long total = 0;
+    if (a->precision >= 1 && a->precision <= 31)
+        total = 1ull << a->precision;
+    switch (status) {
+    case NCZ_E_PRECISION:
+        PyErr_Format(PyExc_ValueError, "precision must be in 1..31, got %lld", a->precision);
+        break;
+    case NCZ_E_CUM:
+        PyErr_Format(PyExc_ValueError, "cum must be in 0..%llu (2**precision - 1), got %lld",
+                     total - 1, a->cum);
+        break;
+    case NCZ_E_FREQ:
+        PyErr_Format(PyExc_ValueError,
+                     "freq must be in 1..%llu (2**precision - cum) for cum %lld, got %lld",
+                     total - (unsigned long long)a->cum, a->cum, a->freq);
+        break;
+    case NCZ_E_SYMBOL:
+        PyErr_Format(PyExc_ValueError, "symbol must be in 0..%zd, got %lld", a->n - 1,
+                     a->symbol);
+        break;
+    case NCZ_E_ALPHABET:
+        PyErr_Format(PyExc_ValueError,
+                     "alphabet size must be in 1..%llu (2**(precision - 1)) for precision "
+                     "%lld, got %zd",
+                     total / 2, a->precision, a->n);
+        break;
+    case NCZ_E_TABLE:
+        PyErr_Format(PyExc_ValueError,
+                     "frequency table of %zd entries must sum to exactly 2**%lld = %llu",
+                     a->n, a->precision, total);
+        break;
+    case NCZ_E_ZERO_FREQ:
+        PyErr_Format(PyExc_ValueError, "symbol %lld has frequency 0 and cannot be coded",
+                     a->symbol);
+        break;
+    case NCZ_E_NOMEM:
+        PyErr_NoMemory();
+        break;
+    case NCZ_E_CORRUPT:
+        PyErr_SetString(st != NULL ? st->CoderError : PyExc_ValueError,
+                        "corrupt range-coded stream: the code is outside every interval "
+                        "of the model");
+        break;
+    default:
+        PyErr_Format(PyExc_SystemError, "nczip._cext internal error (status %d)", status);
+        break;
+    }
+}
+
+/* ---- argument conversion ---- */
+
+/* O& converter: any integer (via __index__) to long long. Values beyond +-2^63 are out of
+ * every range we accept; they get a ValueError here rather than an OverflowError. */
+static int conv_ll(PyObject *obj, void *out)
+{
+    int overflow = 0;
+    long long v;
+    PyObject *idx = PyNumber_Index(obj);
+    if (idx == NULL)
+        return 0;
+    v = PyLong_AsLongLongAndOverflow(idx, &overflow);
+    if (v == -1 && PyErr_Occurred()) {
+        Py_DECREF(idx);
+        return 0;
+    }
+    if (overflow) {
+        PyErr_Format(PyExc_ValueError, "integer argument out of range: %R", idx);
+        Py_DECREF(idx);
+        return 0;
+    }
+    Py_DECREF(idx);
+    *(long long *)out = v;
+    return 1;
+}
+
+/* The C core checks every range; these casts only make sure an out-of-range Python value
+ * reaches it as an out-of-range C value (never truncated into range). */
+static unsigned c_precision(long long p)
+{
+    return (p < 1 || p > 31) ? 0u : (unsigned)p;
+}
+
+static uint64_t c_u64(long long v)
+{
+    return v < 0 ? UINT64_MAX : (uint64_t)v;
+}
+
+static size_t c_index(long long v)
+{
+    return (v < 0 || (unsigned long long)v > (unsigned long long)SIZE_MAX) ? SIZE_MAX
+                                                                          : (size_t)v;
+}
+
+static int native_little_endian(void)
+{
+    const uint16_t one = 1;
+    return *(const uint8_t *)&one == 1;
+}
+
+/* Gets a C-contiguous buffer of 4-byte items of the given struct code ('f' or 'I'), any
+ * shape, read as flat. On success the caller must PyBuffer_Release(view). */
+static int get_buffer(PyObject *obj, Py_buffer *view, char code, int writable, const char *name)
+{
+    const char *fmt;
+    int ok;
+    if (PyObject_GetBuffer(obj, view, writable ? PyBUF_RECORDS : PyBUF_RECORDS_RO) < 0)
+        return -1;
+    fmt = view->format != NULL ? view->format : "B";
+    /* Byte order prefixes: native, or explicit and equal to the native order. */
+    if (fmt[0] == '@' || fmt[0] == '=' || (fmt[0] == '<' && native_little_endian()) ||
+        (fmt[0] == '>' && !native_little_endian()) || (fmt[0] == '!' && !native_little_endian()))
+        fmt++;
+    /* uint32 is 'I'; on LLP64 platforms (Windows) 'L' is 4 bytes too. */
+    ok = view->itemsize == 4 && fmt[1] == '\0' &&
+         (fmt[0] == code || (code == 'I' && fmt[0] == 'L'));
+    if (!ok) {
+        PyErr_Format(PyExc_TypeError, "%s must be a buffer of %s (format '%c'), got format '%s' "
+                     "with item size %zd", name, code == 'f' ? "float32" : "uint32", code,
+                     view->format != NULL ? view->format : "B", view->itemsize);
+        PyBuffer_Release(view);
+        return -1;
+    }
+    if (!PyBuffer_IsContiguous(view, 'C')) {
+        PyErr_Format(PyExc_ValueError, "%s must be C-contiguous", name);
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- per-object lock ---- */
+
+static void lock_object(PyThread_type_lock lock)
+{
+    if (!PyThread_acquire_lock(lock, NOWAIT_LOCK)) {
+        Py_BEGIN_ALLOW_THREADS
+        PyThread_acquire_lock(lock, WAIT_LOCK);
+        Py_END_ALLOW_THREADS
+    }
+}
+
+/* ---- scratch space for the logits methods: n uint32 + n double, grown on demand ---- */
+
+typedef struct {
+    uint32_t *freq;
+    double *work;
+    size_t n;
+} scratch;
+
+static int scratch_reserve(scratch *s, size_t n)
+{
+    uint32_t *f;
+    double *w;
+    if (n <= s->n)
+        return 0;
+    if (n > (size_t)PY_SSIZE_T_MAX / sizeof(double)) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    f = (uint32_t *)PyMem_RawMalloc(n * sizeof(uint32_t));
+    w = (double *)PyMem_RawMalloc(n * sizeof(double));
+    if (f == NULL || w == NULL) {
+        PyMem_RawFree(f);
+        PyMem_RawFree(w);
+        PyErr_NoMemory();
+        return -1;
+    }
+    PyMem_RawFree(s->freq);
+    PyMem_RawFree(s->work);
+    s->freq = f;
+    s->work = w;
+    s->n = n;
+    return 0;
+}
+
+static void scratch_free(scratch *s)
+{
+    PyMem_RawFree(s->freq);
+    PyMem_RawFree(s->work);
+    s->freq = NULL;
+    s->work = NULL;
+    s->n = 0;
+}
+
+/* Life cycle shared by Encoder and Decoder. Any exception from a coding method leaves the
+ * object unusable (like brotli): a skipped or half-done step would silently desynchronize
+ * encoder and decoder, so continuing is never right. */
+enum { ACTIVE = 0, FINISHED = 1, FAILED = 2 };
+
+static int check_usable(int lifecycle, const char *what)
+{
+    if (lifecycle == FINISHED) {
+        PyErr_Format(PyExc_ValueError, "%s is finished", what);
+        return -1;
+    }
+    if (lifecycle == FAILED) {
+        PyErr_Format(PyExc_ValueError, "%s is unusable after an earlier error", what);
+        return -1;
+    }
+    return 0;
+}
+
+/* ================================ Encoder ================================ */
+
+typedef struct {
+    PyObject_HEAD
+    ncz_encoder enc;
+    scratch ws;
+    int lifecycle;
+    PyThread_type_lock lock;
+} EncoderObject;
+
+static PyObject *Encoder_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    EncoderObject *self;
+    if (PyTuple_GET_SIZE(args) != 0 || (kwargs != NULL && PyDict_GET_SIZE(kwargs) != 0)) {
+        PyErr_SetString(PyExc_TypeError, "Encoder() takes no arguments");
+        return NULL;
+    }
+    self = (EncoderObject *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    ncz_encoder_init(&self->enc);
+    self->ws.freq = NULL;
+    self->ws.work = NULL;
+    self->ws.n = 0;
+    self->lifecycle = ACTIVE;
+    self->lock = PyThread_allocate_lock();
+    if (self->lock == NULL) {
+        Py_DECREF(self);
+        PyErr_SetString(PyExc_MemoryError, "cannot allocate lock");
+        return NULL;
+    }
+    return (PyObject *)self;
+}
+
+static void Encoder_dealloc(EncoderObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    ncz_encoder_free(&self->enc);
+    scratch_free(&self->ws);
+    if (self->lock != NULL)
+        PyThread_free_lock(self->lock);
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp);
+}
+
+static modstate *type_state(PyObject *self)
+{
+    return (modstate *)PyType_GetModuleState(Py_TYPE(self));
+}
+
+/* Common tail of every coding method: on failure raise and disable the object. */
+static PyObject *coder_result(PyObject *self, int *lifecycle, int status, const callargs *a)
+{
+    if (status == NCZ_OK)
+        Py_RETURN_NONE;
+    *lifecycle = FAILED;
+    raise_status(type_state(self), status, a);
+    return NULL;
+}
+
+static PyObject *Encoder_encode(EncoderObject *self, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"cum", "freq", "precision", NULL};
+    callargs a = {0, 0, 0, 0, 0};
+    int status;
+    if (check_usable(self->lifecycle, "Encoder") < 0)
+        return NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O&O&O&:encode", kwlist, conv_ll, &a.cum,
+                                     conv_ll, &a.freq, conv_ll, &a.precision)) {
+        self->lifecycle = FAILED;
+        return NULL;
+    }
+    lock_object(self->lock);
+    status = ncz_encode(&self->enc, c_u64(a.cum), c_u64(a.freq), c_precision(a.precision));
+    PyThread_release_lock(self->lock);
+    return coder_result((PyObject *)self, &self->lifecycle, status, &a);
+}
+
+static PyObject *Encoder_encode_freqs(EncoderObject *self, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"freqs", "symbol", "precision", NULL};
+    callargs a = {0, 0, 0, 0, 0};
+    PyObject *obj;
+    Py_buffer view;
+    int status;
+    size_t n;
+    if (check_usable(self->lifecycle, "Encoder") < 0)
+        return NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO&O&:encode_freqs", kwlist, &obj, conv_ll,
+                                     &a.symbol, conv_ll, &a.precision) ||
+        get_buffer(obj, &view, 'I', 0, "freqs") < 0) {
+        self->lifecycle = FAILED;
+        return NULL;
+    }
+    n = (size_t)(view.len / 4);
+    a.n = view.len / 4;
+    lock_object(self->lock);
+    if (n >= NOGIL_MIN_ITEMS) {
+        Py_BEGIN_ALLOW_THREADS
+        status = ncz_encode_freqs(&self->enc, (const uint32_t *)view.buf, n, c_index(a.symbol),
+                                  c_precision(a.precision));
+        Py_END_ALLOW_THREADS
+    } else {
+        status = ncz_encode_freqs(&self->enc, (const uint32_t *)view.buf, n, c_index(a.symbol),
+                                  c_precision(a.precision));
+    }
+    PyThread_release_lock(self->lock);
+    PyBuffer_Release(&view);
+    return coder_result((PyObject *)self, &self->lifecycle, status, &a);
+}
+
+static PyObject *Encoder_encode_logits(EncoderObject *self, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"logits", "symbol", "precision", NULL};
+    callargs a = {0, 0, 0, 0, 0};
+    PyObject *obj;
+    Py_buffer view;
+    int status = NCZ_OK;
+    size_t n;
+    if (check_usable(self->lifecycle, "Encoder") < 0)
+        return NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO&O&:encode_logits", kwlist, &obj,
+                                     conv_ll, &a.symbol, conv_ll, &a.precision) ||
+        get_buffer(obj, &view, 'f', 0, "logits") < 0) {
+        self->lifecycle = FAILED;
+        return NULL;
+    }
+    n = (size_t)(view.len / 4);
+    a.n = view.len / 4;
+    lock_object(self->lock);
+    if (scratch_reserve(&self->ws, n) < 0) {
+        PyThread_release_lock(self->lock);
+        PyBuffer_Release(&view);
+        self->lifecycle = FAILED;
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    status = ncz_encode_logits(&self->enc, (const float *)view.buf, n, c_index(a.symbol),
+                               c_precision(a.precision), self->ws.freq, self->ws.work);
+    Py_END_ALLOW_THREADS
+    PyThread_release_lock(self->lock);
+    PyBuffer_Release(&view);
+    return coder_result((PyObject *)self, &self->lifecycle, status, &a);
+}
+
+static PyObject *Encoder_finish(EncoderObject *self, PyObject *Py_UNUSED(ignored))
+{
+    callargs a = {0, 0, 0, 0, 0};
+    PyObject *out = NULL;
+    int status;
+    if (check_usable(self->lifecycle, "Encoder") < 0)
+        return NULL;
+    lock_object(self->lock);
+    status = ncz_encoder_finish(&self->enc);
+    if (status == NCZ_OK)
+        out = PyBytes_FromStringAndSize((const char *)self->enc.buf, (Py_ssize_t)self->enc.len);
+    PyThread_release_lock(self->lock);
+    if (status != NCZ_OK)
+        return coder_result((PyObject *)self, &self->lifecycle, status, &a);
+    if (out == NULL) {
+        self->lifecycle = FAILED;
+        return NULL;
+    }
+    self->lifecycle = FINISHED;
+    return out;
+}
+
+static PyObject *Encoder_get_bytes_written(EncoderObject *self, void *Py_UNUSED(closure))
+{
+    size_t len;
+    lock_object(self->lock);
+    len = self->enc.len;
+    PyThread_release_lock(self->lock);
+    return PyLong_FromSize_t(len);
+}
+
+static PyMethodDef Encoder_methods[] = {
+    {"encode", (PyCFunction)(void (*)(void))Encoder_encode, METH_VARARGS | METH_KEYWORDS,
+     "encode($self, cum, freq, precision)\n--\n\n"
+     "Code the interval [cum, cum + freq) of a total of 2**precision (precision 1..31)."},
+    {"encode_freqs", (PyCFunction)(void (*)(void))Encoder_encode_freqs,
+     METH_VARARGS | METH_KEYWORDS,
+     "encode_freqs($self, freqs, symbol, precision)\n--\n\n"
+     "Code symbol against a uint32 frequency table summing to exactly 2**precision."},
+    {"encode_logits", (PyCFunction)(void (*)(void))Encoder_encode_logits,
+     METH_VARARGS | METH_KEYWORDS,
+     "encode_logits($self, logits, symbol, precision)\n--\n\n"
+     "Quantize float32 logits into a table (see quantize) and code symbol against it."},
+    {"finish", (PyCFunction)Encoder_finish, METH_NOARGS,
+     "finish($self)\n--\n\n"
+     "Flush and return the compressed bytes. The encoder cannot be used afterwards."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef Encoder_getset[] = {
+    {"bytes_written", (getter)Encoder_get_bytes_written, NULL,
+     "Bytes produced so far (the total after finish()).", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyType_Slot Encoder_slots[] = {
+    {Py_tp_new, Encoder_new},
+    {Py_tp_dealloc, Encoder_dealloc},
+    {Py_tp_methods, Encoder_methods},
+    {Py_tp_getset, Encoder_getset},
+    {Py_tp_doc, "Encoder()\n--\n\n"
+                "Range encoder against integer frequency tables with a total of 2**precision."},
+    {0, NULL},
+};
+
+static PyType_Spec Encoder_spec = {
+    "nczip._cext.Encoder",
+    sizeof(EncoderObject),
+    0,
+    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE,
+    Encoder_slots,
+};
+
+/* ================================ Decoder ================================ */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *data; /* bytes; dec.data points into it */
+    ncz_decoder dec;
+    scratch ws;
+    int lifecycle;
+    PyThread_type_lock lock;
+} DecoderObject;
+
+static PyObject *Decoder_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"data", NULL};
+    DecoderObject *self;
+    PyObject *obj, *data;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O:Decoder", kwlist, &obj))
+        return NULL;
+    if (PyBytes_Check(obj)) {
+        data = Py_NewRef(obj);
+    } else {
+        /* Copy: a mutable buffer could change or be resized under us. */
+        Py_buffer view;
+        if (PyObject_GetBuffer(obj, &view, PyBUF_SIMPLE) < 0)
+            return NULL;
+        data = PyBytes_FromStringAndSize((const char *)view.buf, view.len);
+        PyBuffer_Release(&view);
+        if (data == NULL)
+            return NULL;
+    }
+    self = (DecoderObject *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        Py_DECREF(data);
+        return NULL;
+    }
+    self->data = data;
+    ncz_decoder_init(&self->dec, (const uint8_t *)PyBytes_AS_STRING(data),
+                     (size_t)PyBytes_GET_SIZE(data));
+    self->ws.freq = NULL;
+    self->ws.work = NULL;
+    self->ws.n = 0;
+    self->lifecycle = ACTIVE;
+    self->lock = PyThread_allocate_lock();
+    if (self->lock == NULL) {
+        Py_DECREF(self);
+        PyErr_SetString(PyExc_MemoryError, "cannot allocate lock");
+        return NULL;
+    }
+    return (PyObject *)self;
+}
+
+static void Decoder_dealloc(DecoderObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    Py_XDECREF(self->data);
+    scratch_free(&self->ws);
+    if (self->lock != NULL)
+        PyThread_free_lock(self->lock);
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp);
+}
+
+static PyObject *symbol_result(DecoderObject *self, int status, size_t symbol, const callargs *a)
+{
+    if (status != NCZ_OK)
+        return coder_result((PyObject *)self, &self->lifecycle, status, a);
+    return PyLong_FromSize_t(symbol);
+}
+
+static PyObject *Decoder_target(DecoderObject *self, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"precision", NULL};
+    callargs a = {0, 0, 0, 0, 0};
+    uint32_t target = 0;
+    int status;
+    if (check_usable(self->lifecycle, "Decoder") < 0)
+        return NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O&:target", kwlist, conv_ll,
+                                     &a.precision)) {
+        self->lifecycle = FAILED;
+        return NULL;
+    }
+    lock_object(self->lock);
+    status = ncz_decoder_target(&self->dec, c_precision(a.precision), &target);
+    PyThread_release_lock(self->lock);
+    return symbol_result(self, status, target, &a);
+}
+
+static PyObject *Decoder_advance(DecoderObject *self, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"cum", "freq", "precision", NULL};
+    callargs a = {0, 0, 0, 0, 0};
+    int status;
+    if (check_usable(self->lifecycle, "Decoder") < 0)
+        return NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O&O&O&:advance", kwlist, conv_ll, &a.cum,
+                                     conv_ll, &a.freq, conv_ll, &a.precision)) {
+        self->lifecycle = FAILED;
+        return NULL;
+    }
+    lock_object(self->lock);
+    status = ncz_decoder_advance(&self->dec, c_u64(a.cum), c_u64(a.freq),
+                                 c_precision(a.precision));
+    PyThread_release_lock(self->lock);
+    return coder_result((PyObject *)self, &self->lifecycle, status, &a);
+}
+
+static PyObject *Decoder_decode_freqs(DecoderObject *self, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"freqs", "precision", NULL};
+    callargs a = {0, 0, 0, 0, 0};
+    PyObject *obj;
+    Py_buffer view;
+    size_t n, symbol = 0;
+    int status;
+    if (check_usable(self->lifecycle, "Decoder") < 0)
+        return NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO&:decode_freqs", kwlist, &obj, conv_ll,
+                                     &a.precision) ||
+        get_buffer(obj, &view, 'I', 0, "freqs") < 0) {
+        self->lifecycle = FAILED;
+        return NULL;
+    }
+    n = (size_t)(view.len / 4);
+    a.n = view.len / 4;
+    lock_object(self->lock);
+    if (n >= NOGIL_MIN_ITEMS) {
+        Py_BEGIN_ALLOW_THREADS
+        status = ncz_decode_freqs(&self->dec, (const uint32_t *)view.buf, n,
+                                  c_precision(a.precision), &symbol);
+        Py_END_ALLOW_THREADS
+    } else {
+        status = ncz_decode_freqs(&self->dec, (const uint32_t *)view.buf, n,
+                                  c_precision(a.precision), &symbol);
+    }
+    PyThread_release_lock(self->lock);
+    PyBuffer_Release(&view);
+    return symbol_result(self, status, symbol, &a);
+}
+
+static PyObject *Decoder_decode_logits(DecoderObject *self, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"logits", "precision", NULL};
+    callargs a = {0, 0, 0, 0, 0};
+    PyObject *obj;
+    Py_buffer view;
+    size_t n, symbol = 0;
+    int status;
+    if (check_usable(self->lifecycle, "Decoder") < 0)
+        return NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO&:decode_logits", kwlist, &obj, conv_ll,
+                                     &a.precision) ||
+        get_buffer(obj, &view, 'f', 0, "logits") < 0) {
+        self->lifecycle = FAILED;
+        return NULL;
+    }
+    n = (size_t)(view.len / 4);
+    a.n = view.len / 4;
+    lock_object(self->lock);
+    if (scratch_reserve(&self->ws, n) < 0) {
+        PyThread_release_lock(self->lock);
+        PyBuffer_Release(&view);
+        self->lifecycle = FAILED;
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    status = ncz_decode_logits(&self->dec, (const float *)view.buf, n,
+                               c_precision(a.precision), self->ws.freq, self->ws.work, &symbol);
+    Py_END_ALLOW_THREADS
+    PyThread_release_lock(self->lock);
+    PyBuffer_Release(&view);
+    return symbol_result(self, status, symbol, &a);
+}
+
+static PyObject *Decoder_get_overrun(DecoderObject *self, void *Py_UNUSED(closure))
+{
+    uint64_t v;
+    lock_object(self->lock);
+    v = self->dec.overrun;
+    PyThread_release_lock(self->lock);
+    return PyLong_FromUnsignedLongLong(v);
+}
+
+static PyObject *Decoder_get_position(DecoderObject *self, void *Py_UNUSED(closure))
+{
+    size_t v;
+    lock_object(self->lock);
+    v = self->dec.pos;
+    PyThread_release_lock(self->lock);
+    return PyLong_FromSize_t(v);
+}
+
+static PyMethodDef Decoder_methods[] = {
+    {"target", (PyCFunction)(void (*)(void))Decoder_target, METH_VARARGS | METH_KEYWORDS,
+     "target($self, precision)\n--\n\n"
+     "The value t in 0..2**precision - 1 that selects the next symbol: the one with\n"
+     "cum <= t < cum + freq. Does not consume it; call advance(cum, freq, precision)."},
+    {"advance", (PyCFunction)(void (*)(void))Decoder_advance, METH_VARARGS | METH_KEYWORDS,
+     "advance($self, cum, freq, precision)\n--\n\n"
+     "Consume the symbol [cum, cum + freq). CoderError if target() does not select it."},
+    {"decode_freqs", (PyCFunction)(void (*)(void))Decoder_decode_freqs,
+     METH_VARARGS | METH_KEYWORDS,
+     "decode_freqs($self, freqs, precision)\n--\n\n"
+     "Decode one symbol against a uint32 table summing to exactly 2**precision."},
+    {"decode_logits", (PyCFunction)(void (*)(void))Decoder_decode_logits,
+     METH_VARARGS | METH_KEYWORDS,
+     "decode_logits($self, logits, precision)\n--\n\n"
+     "Quantize float32 logits exactly as Encoder.encode_logits does and decode one symbol."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef Decoder_getset[] = {
+    {"overrun", (getter)Decoder_get_overrun, NULL,
+     "Zero bytes read past the end of the data. After the last symbol of a complete stream\n"
+     "this is at most 7 and position == len(data).",
+     NULL},
+    {"position", (getter)Decoder_get_position, NULL,
+     "Bytes of the data consumed so far (the decoder reads 8 bytes ahead).", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyType_Slot Decoder_slots[] = {
+    {Py_tp_new, Decoder_new},
+    {Py_tp_dealloc, Decoder_dealloc},
+    {Py_tp_methods, Decoder_methods},
+    {Py_tp_getset, Decoder_getset},
+    {Py_tp_doc, "Decoder(data)\n--\n\n"
+                "Range decoder for the output of Encoder; data is any bytes-like object\n"
+                "(copied unless it is bytes). Corrupt input raises CoderError or decodes\n"
+                "garbage; it never crashes or loops."},
+    {0, NULL},
+};
+
+static PyType_Spec Decoder_spec = {
+    "nczip._cext.Decoder",
+    sizeof(DecoderObject),
+    0,
+    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE,
+    Decoder_slots,
+};
+
+/* ============================ module functions ============================ */
+
+static PyObject *mod_quantize(PyObject *module, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"logits", "out", "precision", NULL};
+    callargs a = {0, 0, 0, 0, 0};
+    PyObject *lobj, *oobj;
+    Py_buffer lv, ov;
+    size_t n;
+    int status;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO&:quantize", kwlist, &lobj, &oobj,
+                                     conv_ll, &a.precision))
+        return NULL;
+    if (get_buffer(lobj, &lv, 'f', 0, "logits") < 0)
+        return NULL;
+    if (get_buffer(oobj, &ov, 'I', 1, "out") < 0) {
+        PyBuffer_Release(&lv);
+        return NULL;
+    }
+    if (ov.len != lv.len) {
+        PyErr_Format(PyExc_ValueError, "out must have the same length as logits (%zd), got %zd",
+                     lv.len / 4, ov.len / 4);
+        PyBuffer_Release(&ov);
+        PyBuffer_Release(&lv);
+        return NULL;
+    }
+    n = (size_t)(lv.len / 4);
+    a.n = lv.len / 4;
+    Py_BEGIN_ALLOW_THREADS
+    status = ncz_quantize((const float *)lv.buf, n, c_precision(a.precision),
+                          (uint32_t *)ov.buf);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&ov);
+    PyBuffer_Release(&lv);
+    if (status != NCZ_OK) {
+        raise_status(get_state(module), status, &a);
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *mod_ideal_bits(PyObject *module, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"logits", "symbol", NULL};
+    callargs a = {0, 0, 0, 0, 0};
+    PyObject *lobj;
+    Py_buffer lv;
+    size_t n;
+    double bits;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO&:ideal_bits", kwlist, &lobj, conv_ll,
+                                     &a.symbol))
+        return NULL;
+    if (get_buffer(lobj, &lv, 'f', 0, "logits") < 0)
+        return NULL;
+    n = (size_t)(lv.len / 4);
+    a.n = lv.len / 4;
+    if (n == 0) {
+        PyBuffer_Release(&lv);
+        PyErr_SetString(PyExc_ValueError, "logits must not be empty");
+        return NULL;
+    }
+    if (c_index(a.symbol) >= n) {
+        PyBuffer_Release(&lv);
+        raise_status(get_state(module), NCZ_E_SYMBOL, &a);
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    bits = ncz_ideal_bits((const float *)lv.buf, n, c_index(a.symbol));
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&lv);
+    return PyFloat_FromDouble(bits);
+}
+
+static PyMethodDef module_methods[] = {
+    {"quantize", (PyCFunction)(void (*)(void))mod_quantize, METH_VARARGS | METH_KEYWORDS,
+     "quantize(logits, out, precision)\n--\n\n"
+     "Quantize float32 logits into out (writable uint32, same length): every frequency >= 1,\n"
+     "sum exactly 2**precision, bit-identical on every platform. Needs\n"
+     "1 <= len(logits) <= 2**(precision - 1)."},
+    {"ideal_bits", (PyCFunction)(void (*)(void))mod_ideal_bits, METH_VARARGS | METH_KEYWORDS,
+     "ideal_bits(logits, symbol)\n--\n\n"
+     "-log2 softmax(logits)[symbol] in double precision. Diagnostics only: uses libm, so the\n"
+     "last bits may differ between platforms; never use it for coding."},
+    {NULL, NULL, 0, NULL},
+};
+
+/* ================================ module ================================ */
+
+static int module_exec(PyObject *module)
+{
+    modstate *st = get_state(module);
+    if (ncz_selftest() != NCZ_OK) {
+        PyErr_SetString(PyExc_ImportError,
+                        "nczip._cext was compiled so that its floating-point results differ from "
+                        "the reference (FMA contraction or extended precision); its archives "
+                        "would not decode elsewhere. Rebuild with -ffp-contract=off (see "
+                        "setup.py).");
+        return -1;
+    }
+    st->CoderError = PyErr_NewExceptionWithDoc(
+        "nczip._cext.CoderError",
+        "The range-coded stream is corrupt: the decoder found it inconsistent with the model.",
+        PyExc_ValueError, NULL);
+    if (st->CoderError == NULL)
+        return -1;
+    if (PyModule_AddObjectRef(module, "CoderError", st->CoderError) < 0)
+        return -1;
+    st->Encoder = (PyTypeObject *)PyType_FromModuleAndSpec(module, &Encoder_spec, NULL);
+    if (st->Encoder == NULL)
+        return -1;
+    if (PyModule_AddObjectRef(module, "Encoder", (PyObject *)st->Encoder) < 0)
+        return -1;
+    st->Decoder = (PyTypeObject *)PyType_FromModuleAndSpec(module, &Decoder_spec, NULL);
+    if (st->Decoder == NULL)
+        return -1;
+    if (PyModule_AddObjectRef(module, "Decoder", (PyObject *)st->Decoder) < 0)
+        return -1;
+    if (PyModule_AddIntConstant(module, "MAX_PRECISION", NCZ_MAX_PRECISION) < 0)
+        return -1;
+    return 0;
+}
+
+static int module_traverse(PyObject *module, visitproc visit, void *arg)
+{
+    modstate *st = get_state(module);
+    Py_VISIT(st->CoderError);
+    Py_VISIT(st->Encoder);
+    Py_VISIT(st->Decoder);
+    return 0;
+}
+
+static int module_clear(PyObject *module)
+{
+    modstate *st = get_state(module);
+    Py_CLEAR(st->CoderError);
+    Py_CLEAR(st->Encoder);
+    Py_CLEAR(st->Decoder);
+    return 0;
+}
+
+static void module_free(void *module)
+{
+    module_clear((PyObject *)module);
+}
+
+static PyModuleDef_Slot module_slots[] = {
+    {Py_mod_exec, module_exec},
+    {0, NULL},
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT,
+    "nczip._cext",
+    "Range coder and logits quantizer for nczip (C core: cext/rangecoder.c, cext/cdf.c).",
+    sizeof(modstate),
+    module_methods,
+    module_slots,
+    module_traverse,
+    module_clear,
+    module_free,
+};
+
+PyMODINIT_FUNC PyInit__cext(void)
+{
+    return PyModuleDef_Init(&module_def);
+}

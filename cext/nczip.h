@@ -1,0 +1,110 @@
+/* nczip C core: a 64-bit range coder and the logits -> frequency-table quantizer.
+ *
+ * Plain C99, no Python.h: every function works on (pointer, length) and returns a status code;
+ * module.c is the only file that knows about Python. Everything here is deterministic: the same
+ * inputs give the same bytes on every IEEE-754 platform (see cdf.c for the float side).
+ *
+ * Coding model: a symbol is an interval [cum, cum + freq) of a total 2^precision, precision in
+ * 1..31. The coder keeps range in [2^56, 2^64), so the per-step scale range >> precision is at
+ * least 2^25 and truncation wastes less than 2^-24 of the range.
+ */
+#ifndef NCZIP_H
+#define NCZIP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define NCZ_MIN_PRECISION 1u
+#define NCZ_MAX_PRECISION 31u
+
+/* Weights of logits more than this many nats below the maximum are 0 (the symbol keeps its
+ * minimum frequency of 1), so the exp is skipped for them. e^-64 ~ 1.6e-28 is far below what a
+ * 2^31 table can represent. */
+#define NCZ_CUTOFF 64.0
+
+/* Status codes. 0 is success; module.c turns the others into exceptions in one place. */
+enum {
+    NCZ_OK = 0,
+    NCZ_E_PRECISION,  /* precision outside 1..31 */
+    NCZ_E_CUM,        /* cum >= 2^precision */
+    NCZ_E_FREQ,       /* freq == 0 or cum + freq > 2^precision */
+    NCZ_E_SYMBOL,     /* symbol index >= alphabet size */
+    NCZ_E_ALPHABET,   /* quantizer: n == 0 or n > 2^precision / 2 */
+    NCZ_E_TABLE,      /* frequency table does not sum to exactly 2^precision */
+    NCZ_E_ZERO_FREQ,  /* the symbol to encode has frequency 0 in its table */
+    NCZ_E_NOMEM,      /* allocation failed */
+    NCZ_E_CORRUPT,    /* decoder: the stream is inconsistent with the model (corrupt input) */
+    NCZ_E_INTERNAL    /* an invariant the code relies on was broken: a bug, never expected */
+};
+
+/* ---- range coder (rangecoder.c) ---- */
+
+typedef struct {
+    uint64_t low;
+    uint64_t range;
+    uint8_t *buf; /* malloc'ed output; bytes already written may still change by a carry */
+    size_t len;
+    size_t cap;
+} ncz_encoder;
+
+typedef struct {
+    const uint8_t *data; /* borrowed: must outlive the decoder */
+    size_t len;
+    size_t pos;       /* bytes consumed from data, <= len */
+    uint64_t overrun; /* zero bytes supplied past the end of data */
+    uint64_t range;
+    uint64_t value;   /* code - low; a consistent stream keeps value < range */
+} ncz_decoder;
+
+void ncz_encoder_init(ncz_encoder *e);
+void ncz_encoder_free(ncz_encoder *e);
+/* Codes the interval [cum, cum + freq) of 2^precision. On error the state is unchanged. */
+int ncz_encode(ncz_encoder *e, uint64_t cum, uint64_t freq, unsigned precision);
+/* Appends the shortest tail that identifies the final interval; the result is e->buf[0..len).
+ * Nothing may be encoded afterwards. */
+int ncz_encoder_finish(ncz_encoder *e);
+
+void ncz_decoder_init(ncz_decoder *d, const uint8_t *data, size_t len);
+/* The position of the code inside the current range, in units of 2^-precision of it:
+ * the symbol to decode is the one with cum <= target < cum + freq. */
+int ncz_decoder_target(const ncz_decoder *d, unsigned precision, uint32_t *target);
+/* Consumes the symbol [cum, cum + freq); NCZ_E_CORRUPT if the code is not inside it. */
+int ncz_decoder_advance(ncz_decoder *d, uint64_t cum, uint64_t freq, unsigned precision);
+
+/* ---- frequency tables and the quantizer (cdf.c) ---- */
+
+/* Symbol s with cum_s <= target < cum_s + freq_s (writes cum_s), or n if target >= sum. */
+size_t ncz_find_symbol(const uint32_t *freq, size_t n, uint32_t target, uint32_t *cum_out);
+/* freq[0] + ... + freq[s - 1] (s is clamped to n); meaningful for tables summing to < 2^32. */
+uint32_t ncz_cum_of(const uint32_t *freq, size_t n, size_t s);
+
+/* Encodes / decodes one symbol against an explicit table, which must sum to exactly
+ * 2^precision (checked, O(n)). */
+int ncz_encode_freqs(ncz_encoder *e, const uint32_t *freq, size_t n, size_t symbol,
+                     unsigned precision);
+int ncz_decode_freqs(ncz_decoder *d, const uint32_t *freq, size_t n, unsigned precision,
+                     size_t *symbol_out);
+
+/* float32 logits -> frequencies, each >= 1, summing to exactly 2^precision; needs
+ * 1 <= n <= 2^precision / 2. Bit-identical on every IEEE-754 platform. freq_out may alias
+ * logits. ncz_quantize allocates its n-double workspace; ncz_quantize_ws takes one. */
+int ncz_quantize(const float *logits, size_t n, unsigned precision, uint32_t *freq_out);
+int ncz_quantize_ws(const float *logits, size_t n, unsigned precision, uint32_t *freq_out,
+                    double *work);
+
+/* One C call per token: quantize into freq_ws (n uint32) using work (n doubles), then code. */
+int ncz_encode_logits(ncz_encoder *e, const float *logits, size_t n, size_t symbol,
+                      unsigned precision, uint32_t *freq_ws, double *work);
+int ncz_decode_logits(ncz_decoder *d, const float *logits, size_t n, unsigned precision,
+                      uint32_t *freq_ws, double *work, size_t *symbol_out);
+
+/* Diagnostics only, never used for coding (uses libm): -log2 softmax(logits)[symbol], with the
+ * quantizer's conventions (NaN = -inf; all -inf = uniform; +inf logits share all the mass).
+ * Returns a negative value if n == 0 or symbol >= n. */
+double ncz_ideal_bits(const float *logits, size_t n, size_t symbol);
+
+/* Checks that this build computes the quantizer's reference values bit for bit (it fails when
+ * the compiler fused multiply-adds or used extended precision). NCZ_OK or NCZ_E_INTERNAL. */
+int ncz_selftest(void);
+
+#endif /* NCZIP_H */

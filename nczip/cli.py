@@ -1,0 +1,370 @@
+"""The nczip command line: gzip's habits over the library in api.py.
+
+    nczip [FILE...]            compress FILE to FILE.ncz (stdin -> stdout without FILE)
+    nczip -d [FILE.ncz...]     decompress
+    nczip compress|decompress|info|test ...
+
+Exit status: 0 ok, 1 error, 2 usage. An error is one line on stderr, never a traceback.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import stat
+import sys
+import time
+
+import click
+
+from . import __version__, container
+from .api import Compressor
+from .codec import CodecParams
+from .errors import NczipError
+from .fileio import write_atomic
+from .progress import ProgressLine
+
+SUFFIX = ".ncz"
+
+
+class Failure(Exception):
+    """One file failed; the message is printed and the next file goes on."""
+
+
+# -- gzip-style dispatch -------------------------------------------------------------------------
+class GzipStyleGroup(click.Group):
+    """`nczip FILE` compresses and `nczip -d FILE` decompresses, like gzip, beside the subcommands.
+
+    When the first argument is not a subcommand, the arguments go to `compress`, or to
+    `decompress` when -d/--decompress (alone or inside a cluster such as -dc) is among them.
+    """
+
+    _DECOMPRESS_FLAGS = ("--decompress", "--uncompress")
+
+    def parse_args(self, ctx, args):
+        if not args or (args[0] not in self.commands and args[0] not in ("--help", "-h", "--version")):
+            args = self._route(list(args))
+        return super().parse_args(ctx, args)
+
+    def _route(self, args: list[str]) -> list[str]:
+        command = "compress"
+        routed = []
+        for i, arg in enumerate(args):
+            if arg == "--":
+                routed.extend(args[i:])
+                break
+            if arg in self._DECOMPRESS_FLAGS:
+                command = "decompress"
+                continue
+            if arg.startswith("-") and not arg.startswith("--") and "d" in arg[1:] and arg[1:].isalpha():
+                command = "decompress"
+                arg = "-" + arg[1:].replace("d", "")
+                if arg == "-":
+                    continue
+            routed.append(arg)
+        return [command, *routed]
+
+
+def common_options(func):
+    options = [
+        click.option("-c", "--stdout", "to_stdout", is_flag=True, help="Write to standard output, keep input files."),
+        click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write to this file (one input only)."),
+        click.option("-k", "--keep", is_flag=True, help="Keep (don't delete) input files."),
+        click.option("-f", "--force", is_flag=True, help="Overwrite existing output; write to a terminal."),
+        click.option("-q", "--quiet", is_flag=True, help="No progress line or summaries."),
+        click.option("-v", "--verbose", count=True, help="Report sizes, bpb and speed (-vv: ideal code length too)."),
+        click.option("--model", "model_path", type=click.Path(dir_okay=False), help="GGUF model file (default: Gemma-3-270M)."),
+        click.option("--threads", type=click.IntRange(1, 256), help="CPU threads (default: physical cores)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+@click.group(cls=GzipStyleGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="nczip")
+def cli():
+    """Lossless compression of text with a language model as the predictor."""
+
+
+@cli.command()
+@click.argument("files", nargs=-1, type=click.Path())
+@common_options
+@click.option("--window", type=click.IntRange(16, 131072), default=CodecParams.window, show_default=True, help="Context window in tokens.")
+@click.option("--verify/--no-verify", default=None, help="Decode the archive before deleting the input (default: on when the input is deleted).")
+def compress(files, to_stdout, output, keep, force, quiet, verbose, model_path, threads, window, verify):
+    """Compress FILES (or standard input) to FILE.ncz."""
+    run = Run(quiet, verbose, force)
+    with Compressor(model=model_path, threads=threads, window=window) as compressor:
+        for source, target in plan_outputs(files, to_stdout, output, decompressing=False):
+            run.guard(source, lambda: compress_one(run, compressor, source, target, keep, verify))
+    run.exit()
+
+
+@cli.command()
+@click.argument("files", nargs=-1, type=click.Path())
+@common_options
+def decompress(files, to_stdout, output, keep, force, quiet, verbose, model_path, threads):
+    """Decompress FILE.ncz (or standard input)."""
+    run = Run(quiet, verbose, force)
+    with Compressor(model=model_path, threads=threads) as compressor:
+        for source, target in plan_outputs(files, to_stdout, output, decompressing=True):
+            run.guard(source, lambda: decompress_one(run, compressor, source, target, keep))
+    run.exit()
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path())
+def info(files):
+    """Print the header and segment table of archives."""
+    run = Run(quiet=False, verbose=0, force=False)
+    for source in files:
+        run.guard(source, lambda: print_info(source))
+    run.exit()
+
+
+@cli.command()
+@click.argument("files", nargs=-1, type=click.Path())
+@click.option("-q", "--quiet", is_flag=True)
+@click.option("--model", "model_path", type=click.Path(dir_okay=False))
+@click.option("--threads", type=click.IntRange(1, 256))
+def test(files, quiet, model_path, threads):
+    """Decode archives and verify them, writing nothing."""
+    run = Run(quiet, 0, False)
+    with Compressor(model=model_path, threads=threads) as compressor:
+        for source in files or ("-",):
+            def check(source=source):
+                data = read_input(source)
+                run.decompress(compressor, data, source)
+                run.say(f"{display(source)}: OK")
+            run.guard(source, check)
+    run.exit()
+
+
+# -- per-file work ---------------------------------------------------------------------------------
+class Run:
+    """State shared across the files of one command: flags, failures, messages."""
+
+    def __init__(self, quiet: bool, verbose: int, force: bool):
+        self.quiet, self.verbose, self.force = quiet, verbose, force
+        self.failed = False
+
+    def say(self, message: str) -> None:
+        if not self.quiet:
+            click.echo(message, err=True)
+
+    def guard(self, source: str, work) -> None:
+        try:
+            work()
+        except Failure as exc:
+            self.fail(f"{display(source)}: {exc}")
+        except NczipError as exc:
+            self.fail(f"{display(source)}: {exc}")
+        except OSError as exc:
+            self.fail(f"{display(source)}: {exc.strerror or exc}")
+
+    def fail(self, message: str) -> None:
+        click.echo(f"nczip: {message}", err=True)
+        self.failed = True
+
+    def exit(self) -> None:
+        sys.exit(1 if self.failed else 0)
+
+    def progress(self, total: int, label: str):
+        if self.quiet or not sys.stderr.isatty():
+            return contextlib.nullcontext(None)
+        return _closing_progress(ProgressLine(total, label))
+
+    def compress(self, compressor: Compressor, data: bytes, source: str) -> bytes:
+        started = time.perf_counter()
+        with self.progress(len(data), f"{display(source)}: compressing") as line:
+            archive = compressor.compress(
+                data, progress=line.advance if line else None, measure_ideal=self.verbose >= 2
+            )
+        elapsed = time.perf_counter() - started
+        if self.verbose:
+            stats = compressor.last_stats
+            message = (
+                f"{display(source)}: {len(data)} -> {len(archive)} bytes, "
+                f"{bpb(len(archive), len(data)):.4f} bpb, {stats.tokens if stats else 0} tokens, "
+                f"{len(data) / 1024 / max(elapsed, 1e-9):.2f} KB/s"
+            )
+            if stats and stats.measure_ideal and data:
+                message += f", ideal {stats.ideal_bits / len(data):.4f} bpb"
+            self.say(message)
+        return archive
+
+    def decompress(self, compressor: Compressor, data: bytes, source: str) -> bytes:
+        started = time.perf_counter()
+        header, _ = container.read_header(data)
+        with self.progress(header.original_size, f"{display(source)}: decompressing") as line:
+            out = compressor.decompress(data, progress=line.advance if line else None)
+        if self.verbose:
+            elapsed = time.perf_counter() - started
+            self.say(f"{display(source)}: {len(data)} -> {len(out)} bytes, {len(out) / 1024 / max(elapsed, 1e-9):.2f} KB/s")
+        return out
+
+
+@contextlib.contextmanager
+def _closing_progress(line: ProgressLine):
+    try:
+        yield line
+    finally:
+        line.close()
+
+
+def plan_outputs(files, to_stdout: bool, output: str | None, *, decompressing: bool):
+    """(source, target) pairs; target None means standard output."""
+    sources = list(files) or ["-"]
+    if output is not None and len(sources) != 1:
+        raise click.UsageError("-o/--output takes exactly one input file")
+    if output is not None and to_stdout:
+        raise click.UsageError("-o/--output and -c/--stdout exclude each other")
+    for source in sources:
+        if output is not None:
+            yield source, output
+        elif to_stdout or source == "-":
+            yield source, None
+        elif decompressing:
+            yield source, source[: -len(SUFFIX)] if source.endswith(SUFFIX) else ""
+        else:
+            yield source, source + SUFFIX
+
+
+def compress_one(run: Run, compressor: Compressor, source: str, target: str | None, keep: bool, verify: bool | None):
+    if source != "-" and source.endswith(SUFFIX) and not run.force:
+        raise Failure(f"already has {SUFFIX} suffix -- unchanged (use -f to compress anyway)")
+    if target is None:
+        refuse_terminal(run, "compressed data not written to a terminal (use -f to force)")
+    data = read_input(source)
+    archive = run.compress(compressor, data, source)
+    deleting = source != "-" and target is not None and not keep
+    if verify if verify is not None else deleting:
+        # The input goes away only once the archive is proven to give it back.
+        if compressor.decompress(archive) != data:
+            raise Failure("verification failed: the archive does not decode to the input; input kept")
+    publish(run, archive, target, like=source)
+    if deleting:
+        os.unlink(source)
+
+
+def decompress_one(run: Run, compressor: Compressor, source: str, target: str | None, keep: bool):
+    if target == "":
+        raise Failure(f"unknown suffix -- ignored (expected {SUFFIX}; use -c or -o to name the output)")
+    data = read_input(source)
+    out = run.decompress(compressor, data, source)
+    publish(run, out, target, like=source)
+    if source != "-" and target is not None and not keep:
+        os.unlink(source)
+
+
+def publish(run: Run, data: bytes, target: str | None, *, like: str) -> None:
+    if target is None:
+        stream = sys.stdout.buffer
+        stream.write(data)
+        stream.flush()
+        return
+    if os.path.lexists(target) and not run.force:
+        raise Failure(f"{target} already exists; use -f to overwrite")
+    if os.path.isdir(target):
+        raise Failure(f"{target} is a directory")
+    source_stat = os.stat(like) if like != "-" else None
+    write_atomic(target, data, like=source_stat)
+
+
+def read_input(source: str) -> bytes:
+    if source == "-":
+        return sys.stdin.buffer.read()
+    try:
+        st = os.lstat(source)
+    except FileNotFoundError:
+        raise Failure("no such file") from None
+    if stat.S_ISLNK(st.st_mode):
+        st = os.stat(source)  # follow, but a dangling link is reported as such
+    if stat.S_ISDIR(st.st_mode):
+        raise Failure("is a directory -- ignored")
+    if not stat.S_ISREG(st.st_mode):
+        raise Failure("not a regular file -- ignored")
+    with open(source, "rb") as f:
+        return f.read()
+
+
+def refuse_terminal(run: Run, message: str) -> None:
+    if not run.force and sys.stdout.isatty():
+        raise Failure(message)
+
+
+def print_info(source: str) -> None:
+    data = read_input(source)
+    archive = container.read_archive(data, verify_payloads=False)
+    damaged = set(container.damaged_segments(data))
+    h = archive.header
+    lines = [
+        f"archive:        {display(source)} ({len(data)} bytes)",
+        f"format version: {container.FORMAT_VERSION}",
+        f"backend:        {h.backend or '-'}",
+        f"model:          {h.model_name or '-'}",
+        f"model sha256:   {h.model_sha256.hex()}",
+        f"original size:  {h.original_size} bytes",
+        f"original sha256:{h.original_sha256.hex()}",
+        f"parameters:     " + (" ".join(f"{k}={v}" for k, v in h.params.items()) or "-"),
+        f"ratio:          {bpb(len(data), h.original_size):.4f} bpb" if h.original_size else "ratio:          -",
+        f"segments:       {len(archive.segments)}",
+        f"  {'#':>4} {'method':<7} {'offset':>10} {'original':>10} {'tokens':>8} {'payload':>10} {'bpb':>7}  status",
+    ]
+    offset = 0
+    for i, seg in enumerate(archive.segments):
+        status = "DAMAGED" if i in damaged else "ok"
+        lines.append(
+            f"  {i + 1:>4} {seg.method.name:<7} {offset:>10} {seg.original_size:>10} {seg.token_count:>8} "
+            f"{len(seg.payload):>10} {bpb(len(seg.payload), seg.original_size):>7.4f}  {status}"
+        )
+        offset += seg.original_size
+    click.echo("\n".join(lines))
+
+
+def bpb(compressed_bytes: int, original_bytes: int) -> float:
+    return compressed_bytes * 8 / original_bytes if original_bytes else 0.0
+
+
+def display(source: str) -> str:
+    return "stdin" if source == "-" else source
+
+
+# -- entry point ---------------------------------------------------------------------------------
+def _terminate(signum, frame):
+    # SIGTERM unwinds like Ctrl-C, so temporary files are removed on the way out.
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    with contextlib.suppress(ValueError):  # not in the main thread (tests): leave handlers alone
+        signal.signal(signal.SIGTERM, _terminate)
+    try:
+        cli.main(args=argv, prog_name="nczip", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return 2 if isinstance(exc, click.UsageError) else 1
+    except click.exceptions.Abort:
+        click.echo("nczip: interrupted", err=True)
+        return 130
+    except KeyboardInterrupt:
+        click.echo("nczip: interrupted", err=True)
+        return 130
+    except BrokenPipeError:
+        with contextlib.suppress(OSError):
+            sys.stderr.close()
+        return 1
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 1
+    except NczipError as exc:
+        click.echo(f"nczip: {exc}", err=True)
+        return 1
+    except Exception as exc:  # a bug: still one line, with a hint to get the traceback
+        if os.environ.get("NCZIP_DEBUG"):
+            raise
+        click.echo(f"nczip: internal error: {type(exc).__name__}: {exc} (set NCZIP_DEBUG=1 for a traceback)", err=True)
+        return 1
+    return 0

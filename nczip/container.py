@@ -1,0 +1,537 @@
+"""The .ncz container: a header that names the model, a table of segments, then their payloads.
+
+The layout is specified byte by byte in docs/format.md; this module is the reference reader and
+writer. Everything here is plain `struct`: the container is small next to the payloads, and a
+format anyone can re-implement from the doc matters more than speed.
+
+Reading is defensive. Every length and count in an archive is checked against a fixed limit and
+against the bytes actually present before it is used, so a damaged or hostile archive raises one
+of the exceptions in nczip.errors; it never makes us allocate more than the input or loop long.
+"""
+
+from __future__ import annotations
+
+import enum
+import io
+import re
+import struct
+import zlib
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import BinaryIO, NamedTuple
+
+from nczip.errors import (
+    CorruptSegmentError,
+    FormatError,
+    TruncatedError,
+    UnsupportedVersionError,
+)
+
+__all__ = [
+    "MAGIC",
+    "FORMAT_VERSION",
+    "MAX_HEADER_BODY",
+    "MAX_PARAMS",
+    "MAX_SEGMENTS",
+    "Method",
+    "Params",
+    "Header",
+    "Segment",
+    "Archive",
+    "write_archive",
+    "write_archive_to",
+    "read_header",
+    "read_archive",
+    "damaged_segments",
+    "is_archive",
+]
+
+# A non-ASCII first byte, as in PNG: a text-mode transfer that strips the high bit or rewrites
+# line endings breaks the magic, so the damage is reported as such instead of as garbage later.
+MAGIC = b"\x89NCZ"
+FORMAT_VERSION = 1
+
+MAX_HEADER_BODY = 65536
+MAX_PARAMS = 256
+MAX_SEGMENTS = 2**20
+
+_U8 = struct.Struct("<B")
+_U16 = struct.Struct("<H")
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+_I64 = struct.Struct("<q")
+_FIXED = struct.Struct("<4sHHI")  # magic, format version, flags, header body length
+_RECORD = struct.Struct("<BQQQI")  # method, original size, token count, payload size, CRC-32
+
+_U64_MAX = 2**64 - 1
+_I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
+_PARAM_KEY = re.compile(r"[a-z][a-z0-9_]{0,31}")
+_PRINTABLE_ASCII = re.compile(r"[\x20-\x7e]*")
+
+
+class Method(enum.IntEnum):
+    """How one segment's payload encodes its slice of the original bytes."""
+
+    STORED = 0  # the bytes themselves
+    LLM = 1  # range-coded with the model as the predictor
+    ZSTD = 2  # a zstandard frame
+
+
+# ---------------------------------------------------------------------------------------------
+# Values. They validate themselves, so anything that can be constructed can be written, and the
+# reader reuses the same checks on what it parses.
+
+
+class Params(Mapping[str, int]):
+    """A read-only, hashable str -> int mapping, iterated in key order (the order on disk)."""
+
+    __slots__ = ("_items", "_dict")
+
+    def __init__(self, items: Mapping[str, int] | Iterable[tuple[str, int]] = ()):
+        pairs = dict(items)
+        self._items = tuple(sorted(pairs.items()))
+        self._dict = dict(self._items)
+
+    def __getitem__(self, key: str) -> int:
+        return self._dict[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._dict)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __hash__(self) -> int:
+        return hash(self._items)
+
+    def __repr__(self) -> str:
+        return f"Params({self._dict!r})"
+
+
+def _check_int(name: str, value: object, low: int, high: int) -> None:
+    # bool is an int subclass; a True where a size belongs is a caller bug, not a 1.
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be in [{low}, {high}], got {value}")
+
+
+def _as_digest(name: str, value: object) -> bytes:
+    if not isinstance(value, (bytes, bytearray, memoryview)):
+        raise TypeError(f"{name} must be bytes, not {type(value).__name__}")
+    value = bytes(value)
+    if len(value) != 32:
+        raise ValueError(f"{name} must be 32 bytes, got {len(value)}")
+    return value
+
+
+@dataclass(frozen=True)
+class Header:
+    """What a decoder must know before it spends any model time."""
+
+    backend: str  # inference backend id, e.g. "llama.cpp"; "" when no segment needs a model
+    model_name: str  # informational, for error messages
+    model_sha256: bytes  # identifies the model; all zero when no segment needs one
+    original_size: int
+    original_sha256: bytes
+    params: Mapping[str, int]  # coding parameters that must match exactly at decode time
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.backend, str):
+            raise TypeError(f"backend must be a str, not {type(self.backend).__name__}")
+        # Printable ASCII only: the id ends up in error messages and is compared byte for byte.
+        if not _PRINTABLE_ASCII.fullmatch(self.backend) or len(self.backend) > 255:
+            raise ValueError(
+                f"backend must be at most 255 printable ASCII characters, got {self.backend!r}"
+            )
+        if not isinstance(self.model_name, str):
+            raise TypeError(f"model_name must be a str, not {type(self.model_name).__name__}")
+        try:
+            name_len = len(self.model_name.encode("utf-8"))
+        except UnicodeEncodeError as e:
+            raise ValueError(f"model_name is not encodable as UTF-8: {e}") from None
+        if name_len > 0xFFFF:
+            raise ValueError(f"model_name must be at most 65535 bytes of UTF-8, got {name_len}")
+        _check_int("original_size", self.original_size, 0, _U64_MAX)
+        for name in ("model_sha256", "original_sha256"):
+            object.__setattr__(self, name, _as_digest(name, getattr(self, name)))
+
+        params = self.params if isinstance(self.params, Params) else Params(self.params)
+        if len(params) > MAX_PARAMS:
+            raise ValueError(f"at most {MAX_PARAMS} params are allowed, got {len(params)}")
+        for key, value in params.items():
+            if not isinstance(key, str) or not _PARAM_KEY.fullmatch(key):
+                raise ValueError(f"param key must match [a-z][a-z0-9_]{{0,31}}, got {key!r}")
+            _check_int(f"param {key!r}", value, _I64_MIN, _I64_MAX)
+        object.__setattr__(self, "params", params)
+
+        # Only the model name can push the body past its limit; say so here, not at write time.
+        body_len = len(_pack_header_body(self))
+        if body_len > MAX_HEADER_BODY:
+            raise ValueError(
+                f"header body would be {body_len} bytes, the limit is {MAX_HEADER_BODY}"
+            )
+
+
+def _check_segment(method: int, original_size: int, token_count: int, payload_size: int) -> Method:
+    """The per-segment rules of the format; raises ValueError saying which one is broken."""
+    try:
+        method = Method(method)
+    except ValueError:
+        raise ValueError(f"unknown method {method}") from None
+    # Zero-length segments carry nothing; forbidding them keeps the segmentation canonical.
+    _check_int("original_size", original_size, 1, _U64_MAX)
+    _check_int("token_count", token_count, 0, _U64_MAX)
+    if method is Method.STORED:
+        if payload_size != original_size:
+            raise ValueError(
+                f"STORED segment has payload size {payload_size}, "
+                f"expected its original size {original_size}"
+            )
+        if token_count != 0:
+            raise ValueError(f"STORED segment has token count {token_count}, expected 0")
+    elif method is Method.ZSTD:
+        if token_count != 0:
+            raise ValueError(f"ZSTD segment has token count {token_count}, expected 0")
+    elif not 1 <= token_count <= original_size:
+        # Every token covers at least one byte, so more tokens than bytes is impossible.
+        raise ValueError(
+            f"LLM segment has token count {token_count}, "
+            f"expected 1 to its original size {original_size}"
+        )
+    return method
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One independently coded slice of the original bytes."""
+
+    method: Method
+    original_size: int
+    token_count: int  # LLM segments only; 0 otherwise
+    payload: bytes
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.payload, (bytes, bytearray, memoryview)):
+            raise TypeError(f"payload must be bytes, not {type(self.payload).__name__}")
+        object.__setattr__(self, "payload", bytes(self.payload))
+        method = _check_segment(
+            self.method, self.original_size, self.token_count, len(self.payload)
+        )
+        object.__setattr__(self, "method", method)
+
+
+@dataclass(frozen=True)
+class Archive:
+    """A whole .ncz file: the header, and the segments in the order of the original bytes."""
+
+    header: Header
+    segments: tuple[Segment, ...]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.header, Header):
+            raise TypeError(f"header must be a Header, not {type(self.header).__name__}")
+        segments = tuple(self.segments)
+        for segment in segments:
+            if not isinstance(segment, Segment):
+                raise TypeError(f"segments must be Segment objects, not {type(segment).__name__}")
+        if len(segments) > MAX_SEGMENTS:
+            raise ValueError(f"at most {MAX_SEGMENTS} segments are allowed, got {len(segments)}")
+        total = sum(segment.original_size for segment in segments)
+        if total != self.header.original_size:
+            raise ValueError(
+                f"segments cover {total} bytes, "
+                f"but the header says the original is {self.header.original_size}"
+            )
+        object.__setattr__(self, "segments", segments)
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+
+
+def _pack_header_body(header: Header) -> bytes:
+    backend = header.backend.encode("ascii")
+    name = header.model_name.encode("utf-8")
+    parts = [
+        _U8.pack(len(backend)), backend,
+        _U16.pack(len(name)), name,
+        header.model_sha256,
+        _U64.pack(header.original_size),
+        header.original_sha256,
+        _U16.pack(len(header.params)),
+    ]  # fmt: skip
+    for key, value in header.params.items():  # Params iterates in sorted order
+        parts += [_U8.pack(len(key)), key.encode("ascii"), _I64.pack(value)]
+    return b"".join(parts)
+
+
+def write_archive_to(archive: Archive, stream: BinaryIO) -> int:
+    """Write `archive` to a binary stream whose write() takes whole buffers; return bytes written.
+
+    Payloads are written one by one, never joined, so peak memory stays near the archive's size.
+    """
+    body = _pack_header_body(archive.header)
+    fixed = _FIXED.pack(MAGIC, FORMAT_VERSION, 0, len(body))
+    header_crc = zlib.crc32(body, zlib.crc32(fixed))
+
+    table = bytearray(_U32.pack(len(archive.segments)))
+    for segment in archive.segments:
+        table += _RECORD.pack(
+            segment.method,
+            segment.original_size,
+            segment.token_count,
+            len(segment.payload),
+            zlib.crc32(segment.payload),
+        )
+    table += _U32.pack(zlib.crc32(table))
+
+    written = 0
+    for chunk in (fixed, body, _U32.pack(header_crc), table):
+        stream.write(chunk)
+        written += len(chunk)
+    for segment in archive.segments:
+        stream.write(segment.payload)
+        written += len(segment.payload)
+    return written
+
+
+def write_archive(archive: Archive) -> bytes:
+    """Return the complete archive as bytes."""
+    buffer = io.BytesIO()
+    write_archive_to(archive, buffer)
+    return buffer.getvalue()
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+
+
+class _Reader:
+    """Sequential reads from data[pos:end] that check the bytes are there first.
+
+    `short` builds the exception for a read past `end`; each read names its field, so the error
+    says what was expected and what was found.
+    """
+
+    def __init__(self, data: bytes, pos: int, end: int, short):
+        self.data, self.pos, self.end, self.short = data, pos, end, short
+
+    def take(self, n: int, what: str) -> bytes:
+        if n > self.end - self.pos:
+            raise self.short(what, n, self.pos, self.end - self.pos)
+        chunk = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return chunk
+
+    def unpack(self, st: struct.Struct, what: str) -> int:
+        (value,) = st.unpack(self.take(st.size, what))
+        return value
+
+
+def _truncated(what: str, n: int, offset: int, remain: int) -> TruncatedError:
+    return TruncatedError(
+        f"truncated archive: {what} needs {n} bytes at offset {offset}, {remain} remain"
+    )
+
+
+def _malformed_body(what: str, n: int, offset: int, remain: int) -> FormatError:
+    # The header CRC matched, so this is not transmission damage: the writer was wrong.
+    return FormatError(
+        f"header is malformed: {what} needs {n} bytes at offset {offset}, "
+        f"{remain} remain in the header body"
+    )
+
+
+def _crc_note(stored: int, computed: int) -> str:
+    return f"stored 0x{stored:08x}, computed 0x{computed:08x}"
+
+
+def read_header(data: bytes) -> tuple[Header, int]:
+    """Parse and check the header; return it and the offset where the segment table starts.
+
+    Needs only a prefix of the archive that contains the header, so a caller can check the
+    model before reading or verifying anything else.
+    """
+    data = bytes(data)
+    if data[:4] != MAGIC:
+        if not data:
+            raise TruncatedError("not an nczip archive: the input is empty")
+        if MAGIC.startswith(data):
+            raise TruncatedError(
+                f"not an nczip archive: only {len(data)} bytes, shorter than the 4-byte magic"
+            )
+        hint = ""
+        if data[1:4] == MAGIC[1:]:
+            hint = " (only the first byte differs: was the file transferred in text mode?)"
+        raise FormatError(f"not an nczip archive: bad magic {data[:4]!r}, expected {MAGIC!r}{hint}")
+    if len(data) < _FIXED.size:
+        raise _truncated("fixed header", _FIXED.size, 0, len(data))
+
+    _, version, flags, body_len = _FIXED.unpack_from(data)
+    # Version and flags come before the CRC: a newer format may place everything after the
+    # fixed header differently, and "upgrade nczip" is the useful message then.
+    if version > FORMAT_VERSION:
+        raise UnsupportedVersionError(
+            f"unsupported format version {version}: this nczip reads version {FORMAT_VERSION} "
+            "(the archive was written by a newer nczip, or its header is damaged)"
+        )
+    if version != FORMAT_VERSION:
+        raise FormatError(
+            f"bad format version {version}: this nczip reads version {FORMAT_VERSION}"
+        )
+    if flags:
+        raise UnsupportedVersionError(
+            f"unsupported flags 0x{flags:04x}: format version {FORMAT_VERSION} defines none "
+            "(the archive was written by a newer nczip, or its header is damaged)"
+        )
+    if body_len > MAX_HEADER_BODY:
+        raise FormatError(f"header body length {body_len} exceeds the limit of {MAX_HEADER_BODY}")
+
+    body_end = _FIXED.size + body_len
+    reader = _Reader(data, _FIXED.size, len(data), _truncated)
+    reader.take(body_len, "header body")
+    stored = reader.unpack(_U32, "header CRC-32")
+    computed = zlib.crc32(data[:body_end])
+    if stored != computed:
+        raise FormatError(f"header is damaged (CRC-32 mismatch): {_crc_note(stored, computed)}")
+    return _parse_header_body(data, _FIXED.size, body_end), reader.pos
+
+
+def _parse_header_body(data: bytes, start: int, end: int) -> Header:
+    r = _Reader(data, start, end, _malformed_body)
+    try:
+        backend = r.take(r.unpack(_U8, "backend id length"), "backend id").decode("ascii")
+        model_name = r.take(r.unpack(_U16, "model name length"), "model name").decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise FormatError(f"header is malformed: {e}") from None
+    model_sha256 = r.take(32, "model SHA-256")
+    original_size = r.unpack(_U64, "original size")
+    original_sha256 = r.take(32, "original SHA-256")
+
+    count = r.unpack(_U16, "parameter count")
+    if count > MAX_PARAMS:
+        raise FormatError(f"header is malformed: {count} parameters, the limit is {MAX_PARAMS}")
+    params: list[tuple[str, int]] = []
+    for i in range(count):
+        raw_key = r.take(r.unpack(_U8, f"parameter {i} key length"), f"parameter {i} key")
+        value = r.unpack(_I64, f"parameter {i} value")
+        key = raw_key.decode("ascii", errors="replace")
+        # Strictly increasing keys: no duplicates, and one canonical encoding per header.
+        if params and key <= params[-1][0]:
+            raise FormatError(
+                f"header is malformed: parameter key {key!r} "
+                f"does not sort after {params[-1][0]!r}"
+            )
+        params.append((key, value))
+
+    if r.pos != end:
+        raise FormatError(
+            f"header is malformed: {end - r.pos} unexpected bytes at the end of the header body"
+        )
+    try:
+        return Header(
+            backend, model_name, model_sha256, original_size, original_sha256, Params(params)
+        )
+    except ValueError as e:  # key syntax, printable backend id, ...: the same rules as for callers
+        raise FormatError(f"header is malformed: {e}") from None
+
+
+class _Entry(NamedTuple):
+    """One parsed segment table record, with where its payload lies in the file."""
+
+    method: Method
+    original_size: int
+    token_count: int
+    offset: int
+    size: int
+    crc: int
+
+
+def _read_layout(data: bytes) -> tuple[Header, list[_Entry]]:
+    """Everything except the payload CRCs: header, segment table, and the file's exact extent."""
+    data = bytes(data)
+    header, table_start = read_header(data)
+
+    r = _Reader(data, table_start, len(data), _truncated)
+    count = r.unpack(_U32, "segment count")
+    if count > MAX_SEGMENTS:
+        raise FormatError(
+            f"segment table is malformed: {count} segments, the limit is {MAX_SEGMENTS}"
+        )
+    # Checked against the bytes present before anything is built from the count.
+    records = r.take(count * _RECORD.size, f"segment table of {count} records")
+    stored = r.unpack(_U32, "segment table CRC-32")
+    computed = zlib.crc32(data[table_start : r.pos - 4])
+    if stored != computed:
+        raise FormatError(
+            f"segment table is damaged (CRC-32 mismatch): {_crc_note(stored, computed)}"
+        )
+
+    entries: list[_Entry] = []
+    offset = r.pos
+    for i, record in enumerate(_RECORD.iter_unpack(records)):
+        method, original_size, token_count, size, crc = record
+        try:
+            method = _check_segment(method, original_size, token_count, size)
+        except ValueError as e:
+            raise FormatError(f"segment {i + 1} of {count} is malformed: {e}") from None
+        entries.append(_Entry(method, original_size, token_count, offset, size, crc))
+        offset += size  # Python ints: no overflow, and the extent is checked once below
+
+    total = sum(e.original_size for e in entries)
+    if total != header.original_size:
+        raise FormatError(
+            f"segment table covers {total} bytes, "
+            f"but the header says the original is {header.original_size}"
+        )
+
+    for i, e in enumerate(entries):
+        if e.offset + e.size > len(data):
+            remain = max(0, len(data) - e.offset)
+            raise _truncated(f"segment {i + 1} of {count} payload", e.size, e.offset, remain)
+    if offset != len(data):
+        raise FormatError(
+            f"{len(data) - offset} unexpected bytes after the last segment, at offset {offset}"
+        )
+    return header, entries
+
+
+def _payload_crc(data: bytes, entry: _Entry) -> int:
+    return zlib.crc32(memoryview(data)[entry.offset : entry.offset + entry.size])
+
+
+def read_archive(data: bytes, *, verify_payloads: bool = True) -> Archive:
+    """Parse a complete archive. With verify_payloads, every payload CRC is checked up front,
+    so damage is reported before any model time is spent."""
+    data = bytes(data)
+    header, entries = _read_layout(data)
+    segments = []
+    for i, e in enumerate(entries):
+        if verify_payloads:
+            computed = _payload_crc(data, e)
+            if computed != e.crc:
+                raise CorruptSegmentError(
+                    f"segment {i + 1} of {len(entries)} is damaged (CRC-32 mismatch): "
+                    + _crc_note(e.crc, computed),
+                    segment_index=i,
+                )
+        payload = data[e.offset : e.offset + e.size]
+        segments.append(Segment(e.method, e.original_size, e.token_count, payload))
+    return Archive(header, tuple(segments))
+
+
+def damaged_segments(data: bytes) -> list[int]:
+    """Indices (0-based) of the segments whose payload CRC fails.
+
+    The header and segment table must be intact and the file complete; otherwise this raises,
+    since without them no segment can be located.
+    """
+    data = bytes(data)
+    _, entries = _read_layout(data)
+    return [i for i, e in enumerate(entries) if _payload_crc(data, e) != e.crc]
+
+
+def is_archive(prefix: bytes) -> bool:
+    """Whether `prefix` starts with the nczip magic (used to refuse recompressing a .ncz file)."""
+    return bytes(prefix[:4]) == MAGIC

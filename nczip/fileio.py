@@ -1,0 +1,41 @@
+"""Atomic output: a temporary file beside the target, flushed and fsynced, then renamed.
+
+A reader of the target path sees either nothing (or the old file) or the complete new file,
+never a partial one, whatever happens to this process.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+
+def write_atomic(path: str | os.PathLike, data: bytes, *, like: os.stat_result | None = None) -> None:
+    """Write `data` to `path` atomically; copy permission bits and times from `like` (as gzip does)."""
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=target.parent or ".", prefix=f".{target.name}.", suffix=".nczip-tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if like is not None:
+            os.chmod(tmp, like.st_mode & 0o7777)
+            os.utime(tmp, ns=(like.st_atime_ns, like.st_mtime_ns))
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_directory(target.parent)
+
+
+def _fsync_directory(directory: Path) -> None:
+    # Makes the rename itself durable; not every platform lets a directory be opened.
+    with contextlib.suppress(OSError):
+        fd = os.open(directory or ".", os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

@@ -1,0 +1,695 @@
+"""Tests for nczip.container: round trips, every documented check, and damage detection.
+
+Hostile archives are built here with `struct` directly from docs/format.md, not with the module's
+writer, so a bug shared by writer and reader cannot hide itself.
+"""
+
+import hashlib
+import io
+import random
+import struct
+import time
+import tracemalloc
+import zlib
+
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from nczip.container import (
+    FORMAT_VERSION,
+    MAGIC,
+    MAX_HEADER_BODY,
+    MAX_PARAMS,
+    MAX_SEGMENTS,
+    Archive,
+    Header,
+    Method,
+    Params,
+    Segment,
+    damaged_segments,
+    is_archive,
+    read_archive,
+    read_header,
+    write_archive,
+    write_archive_to,
+)
+from nczip.errors import (
+    CorruptSegmentError,
+    FormatError,
+    NczipError,
+    TruncatedError,
+    UnsupportedVersionError,
+)
+
+ZERO32 = bytes(32)
+MODEL_SHA = hashlib.sha256(b"model").digest()
+RECORD_SIZE = 29  # u8 + 3 * u64 + u32
+
+
+def make_archive(chunks, *, backend="llama.cpp", model_name="m.gguf", params=None):
+    """An archive whose segments are (method, original bytes, token count, payload)."""
+    original = b"".join(c[1] for c in chunks)
+    header = Header(
+        backend=backend,
+        model_name=model_name,
+        model_sha256=MODEL_SHA if backend else ZERO32,
+        original_size=len(original),
+        original_sha256=hashlib.sha256(original).digest(),
+        params=params if params is not None else {},
+    )
+    segments = tuple(Segment(m, len(orig), tokens, payload) for m, orig, tokens, payload in chunks)
+    return Archive(header, segments)
+
+
+EMPTY = make_archive([], backend="", model_name="")
+GOLDEN_ARCHIVE = make_archive(
+    [
+        (Method.STORED, b"hello", 0, b"hello"),
+        (Method.LLM, b", ", 2, b"\xa5\x5a\x00"),
+        (Method.ZSTD, b"world", 0, bytes.fromhex("28b52ffd2005290000776f726c64")),
+    ],
+    params={"temp_milli": -1, "ctx": 2048},
+)
+MANY = make_archive(
+    [(Method.LLM, bytes([i]) * (i + 1), 1 + i // 2, bytes([i, ~i & 0xFF]) * (i % 4)) for i in range(6)]
+    + [(Method.STORED, b"tail", 0, b"tail")],
+    model_name="模型-ü-🦙.gguf",
+    params={"a": -(2**63), "z9_": 2**63 - 1},
+)
+FIXED_ARCHIVES = {"empty": EMPTY, "golden": GOLDEN_ARCHIVE, "many": MANY}
+
+
+# --- raw builders, straight from docs/format.md ----------------------------------------------
+
+
+def raw_header(body, *, version=1, flags=0, body_len=None):
+    fixed = MAGIC + struct.pack("<HHI", version, flags, len(body) if body_len is None else body_len)
+    return fixed + body + struct.pack("<I", zlib.crc32(fixed + body))
+
+
+def raw_body(*, backend=b"", name=b"", model=ZERO32, size=0, sha=None, params=(), count=None):
+    sha = hashlib.sha256(b"").digest() if sha is None else sha
+    out = struct.pack("<B", len(backend)) + backend + struct.pack("<H", len(name)) + name
+    out += model + struct.pack("<Q", size) + sha
+    out += struct.pack("<H", len(params) if count is None else count)
+    for key, value in params:
+        out += struct.pack("<B", len(key)) + key + struct.pack("<q", value)
+    return out
+
+
+def raw_table(records, *, count=None):
+    table = struct.pack("<I", len(records) if count is None else count)
+    table += b"".join(struct.pack("<BQQQI", *r) for r in records)
+    return table + struct.pack("<I", zlib.crc32(table))
+
+
+def raw_archive(segments, *, size=None):
+    """segments: (method, original size, token count, payload); CRCs filled in."""
+    total = sum(s[1] for s in segments) if size is None else size
+    records = [(m, o, t, len(p), zlib.crc32(p)) for m, o, t, p in segments]
+    return raw_header(raw_body(size=total)) + raw_table(records) + b"".join(s[3] for s in segments)
+
+
+def payload_spans(archive):
+    """(start, end) of each payload in the written archive; payloads are last, in table order."""
+    end = len(write_archive(archive))
+    start = end - sum(len(s.payload) for s in archive.segments)
+    spans = []
+    for s in archive.segments:
+        spans.append((start, start + len(s.payload)))
+        start += len(s.payload)
+    return spans
+
+
+# --- round trips ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(FIXED_ARCHIVES))
+def test_round_trip_fixed(name):
+    archive = FIXED_ARCHIVES[name]
+    data = write_archive(archive)
+    assert read_archive(data) == archive
+    assert read_archive(data, verify_payloads=False) == archive
+    assert damaged_segments(data) == []
+    assert is_archive(data)
+
+
+def test_empty_archive_layout():
+    data = write_archive(EMPTY)
+    header, table_start = read_header(data)
+    assert header.original_size == 0 and EMPTY.segments == ()
+    # Nothing after the table: count 0 and the table's CRC.
+    zero = struct.pack("<I", 0)
+    assert data[table_start:] == zero + struct.pack("<I", zlib.crc32(zero))
+
+
+@pytest.mark.parametrize("method", list(Method))
+def test_round_trip_each_method(method):
+    tokens = {Method.STORED: 0, Method.LLM: 3, Method.ZSTD: 0}[method]
+    payload = b"abcdefgh" if method is Method.STORED else bytes(range(200))
+    archive = make_archive([(method, b"abcdefgh", tokens, payload)])
+    assert read_archive(write_archive(archive)) == archive
+
+
+def test_round_trip_many_segments():
+    chunks = [(Method(i % 3), bytes([i % 256]) * 3, 0, b"x" * (i % 5)) for i in range(3000)]
+    chunks = [
+        (m, o, 2 if m is Method.LLM else 0, o if m is Method.STORED else p) for m, o, _, p in chunks
+    ]
+    archive = make_archive(chunks)
+    data = write_archive(archive)
+    assert read_archive(data) == archive
+    _, table_start = read_header(data)
+    payload_bytes = sum(len(s.payload) for s in archive.segments)
+    assert len(data) == table_start + 4 + 3000 * RECORD_SIZE + 4 + payload_bytes
+
+
+def test_round_trip_params_extremes():
+    params = {"a": -(2**63), "b": 2**63 - 1, "c": 0, "d": -1, "e" + "x" * 31: 7}
+    params.update({f"p{i:03d}": i * 10**15 for i in range(MAX_PARAMS - len(params))})
+    archive = make_archive([(Method.STORED, b"x", 0, b"x")], params=params)
+    back = read_archive(write_archive(archive))
+    assert back == archive
+    assert dict(back.header.params) == params
+    assert list(back.header.params) == sorted(params)
+
+
+@pytest.mark.parametrize("name", ["模型.gguf", "ü" * 1000, "🦙\u200d\x00tab\tname", ""])
+def test_round_trip_unicode_model_names(name):
+    archive = make_archive([(Method.LLM, b"abc", 1, b"\x00")], model_name=name)
+    assert read_archive(write_archive(archive)).header.model_name == name
+
+
+def test_write_archive_to_stream():
+    stream = io.BytesIO()
+    stream.write(b"prefix")
+    n = write_archive_to(GOLDEN_ARCHIVE, stream)
+    assert stream.getvalue() == b"prefix" + write_archive(GOLDEN_ARCHIVE)
+    assert n == len(stream.getvalue()) - len(b"prefix")
+
+
+def test_read_header_needs_only_the_header():
+    data = write_archive(GOLDEN_ARCHIVE)
+    header, table_start = read_header(data)
+    assert header == GOLDEN_ARCHIVE.header
+    assert read_header(data[:table_start]) == (header, table_start)
+    with pytest.raises(TruncatedError, match="header CRC-32 needs 4 bytes"):
+        read_header(data[: table_start - 1])
+
+
+def test_values_are_immutable_and_hashable():
+    header = GOLDEN_ARCHIVE.header
+    assert hash(GOLDEN_ARCHIVE) == hash(read_archive(write_archive(GOLDEN_ARCHIVE)))
+    assert header.params == {"ctx": 2048, "temp_milli": -1}
+    assert isinstance(header.params, Params)
+    assert repr(header.params) == "Params({'ctx': 2048, 'temp_milli': -1})"
+    with pytest.raises(TypeError):
+        header.params["ctx"] = 1
+    with pytest.raises(AttributeError):
+        header.backend = "x"
+    # A caller's dict is copied, not aliased.
+    params = {"k": 1}
+    h = Header("b", "m", MODEL_SHA, 0, ZERO32, params)
+    params["k"] = 2
+    assert h.params["k"] == 1
+
+
+def test_is_archive():
+    assert is_archive(MAGIC)
+    assert is_archive(write_archive(EMPTY))
+    assert not is_archive(b"")
+    assert not is_archive(MAGIC[:3])
+    assert not is_archive(b"\x28\xb5\x2f\xfd")  # zstd
+    assert not is_archive(b"\x1f\x8b\x08\x00")  # gzip
+
+
+# --- golden bytes ------------------------------------------------------------------------------
+
+GOLDEN_HEX = (
+    # fixed header: magic, version 1, flags 0, body length 123
+    "894e435a" "0100" "0000" "7b000000"
+    # body: backend "llama.cpp", model name "m.gguf", model SHA-256
+    "09" "6c6c616d612e637070" "0600" "6d2e67677566"
+    "9372c470eeadd5ecd9c3c74c2b3cb633f8e2f2fad799250a0f70d652b6b825e4"
+    # original size 12, SHA-256("hello, world")
+    "0c00000000000000"
+    "09ca7e4eaa6e8ae9c7d261167129184883644d07dfba7cbfbc4c8a2e08360d5b"
+    # 2 params, sorted: ctx=2048, temp_milli=-1
+    "0200" "03" "637478" "0008000000000000" "0a" "74656d705f6d696c6c69" "ffffffffffffffff"
+    # header CRC-32
+    "07ffe6ae"
+    # segment table: 3 records (method, original size, tokens, payload size, payload CRC-32)
+    "03000000"
+    "00" "0500000000000000" "0000000000000000" "0500000000000000" "86a61036"
+    "01" "0200000000000000" "0200000000000000" "0300000000000000" "47f3a660"
+    "02" "0500000000000000" "0000000000000000" "0e00000000000000" "5cd3eea2"
+    # table CRC-32
+    "80a4440f"
+    # payloads
+    "68656c6c6f" "a55a00" "28b52ffd2005290000776f726c64"
+)
+
+
+def test_golden_bytes():
+    golden = bytes.fromhex(GOLDEN_HEX)
+    assert write_archive(GOLDEN_ARCHIVE) == golden
+    assert read_archive(golden) == GOLDEN_ARCHIVE
+
+
+# --- caller errors ---------------------------------------------------------------------------
+
+
+def header_kwargs(**changes):
+    kw = dict(backend="b", model_name="m", model_sha256=MODEL_SHA, original_size=0,
+              original_sha256=ZERO32, params={})  # fmt: skip
+    kw.update(changes)
+    return kw
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"backend": "llamä"},
+        {"backend": "a\nb"},
+        {"backend": "x" * 256},
+        {"model_name": "\udc80"},
+        {"model_name": "x" * 65536},
+        {"model_name": "x" * 65000, "params": {f"k{i}": 0 for i in range(100)}},  # body > 64 KiB
+        {"model_sha256": b"\x00" * 31},
+        {"original_sha256": b"\x00" * 33},
+        {"original_size": -1},
+        {"original_size": 2**64},
+        {"params": {"Upper": 1}},
+        {"params": {"1x": 1}},
+        {"params": {"": 1}},
+        {"params": {"a" * 33: 1}},
+        {"params": {"a-b": 1}},
+        {"params": {"k\n": 1}},
+        {"params": {"k": 2**63}},
+        {"params": {"k": -(2**63) - 1}},
+        {"params": {f"k{i}": 0 for i in range(MAX_PARAMS + 1)}},
+    ],
+)
+def test_header_rejects_bad_values(changes):
+    with pytest.raises(ValueError):
+        Header(**header_kwargs(**changes))
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"backend": b"x"}, {"model_name": None}, {"model_sha256": "0" * 32}, {"original_size": 1.0},
+     {"original_size": True}, {"params": {"k": 1.5}}, {"params": {"k": True}}],  # fmt: skip
+)
+def test_header_rejects_bad_types(changes):
+    with pytest.raises(TypeError):
+        Header(**header_kwargs(**changes))
+
+
+@pytest.mark.parametrize(
+    "method, size, tokens, payload",
+    [
+        (Method.STORED, 0, 0, b""),  # empty segments are not allowed
+        (Method.LLM, 0, 0, b""),
+        (Method.STORED, 3, 0, b"ab"),  # STORED payload is the original
+        (Method.STORED, 2, 1, b"ab"),
+        (Method.ZSTD, 2, 1, b"ab"),
+        (Method.LLM, 2, 0, b"ab"),  # at least one token ...
+        (Method.LLM, 2, 3, b"ab"),  # ... and at most one per byte
+        (3, 1, 0, b"a"),  # unknown method
+        (Method.LLM, 2**64, 1, b""),
+    ],
+)
+def test_segment_rejects_bad_values(method, size, tokens, payload):
+    with pytest.raises(ValueError):
+        Segment(method, size, tokens, payload)
+
+
+def test_segment_accepts_int_method():
+    assert Segment(1, 5, 5, b"").method is Method.LLM
+
+
+def test_segment_rejects_non_bytes_payload():
+    with pytest.raises(TypeError):
+        Segment(Method.STORED, 1, 0, "a")
+
+
+def test_archive_checks_sizes_add_up():
+    header = Header(**header_kwargs(original_size=3))
+    with pytest.raises(ValueError, match="cover 2 bytes"):
+        Archive(header, (Segment(Method.STORED, 2, 0, b"ab"),))
+    with pytest.raises(TypeError):
+        Archive(header, (b"abc",))
+    with pytest.raises(TypeError):
+        Archive(None, ())
+
+
+def test_archive_segment_limit():
+    one = Segment(Method.STORED, 1, 0, b"a")
+    header = Header(**header_kwargs(original_size=MAX_SEGMENTS + 1))
+    with pytest.raises(ValueError, match="at most 1048576 segments"):
+        Archive(header, (one,) * (MAX_SEGMENTS + 1))
+
+
+# --- reader errors, one per documented check -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "data, error, message",
+    [
+        (b"", TruncatedError, "not an nczip archive: the input is empty"),
+        (b"\x89N", TruncatedError, "not an nczip archive: only 2 bytes"),
+        (b"PK\x03\x04rest of a zip", FormatError, r"not an nczip archive: bad magic b'PK\\x03\\x04'"),
+        (b"x", FormatError, "bad magic b'x'"),
+        (b"\x09NCZ\x01\x00", FormatError, "text mode"),
+        (MAGIC + b"\x01\x00\x00", TruncatedError, "fixed header needs 12 bytes at offset 0, 7 remain"),
+    ],
+)
+def test_magic_errors(data, error, message):
+    with pytest.raises(error, match=message) as info:
+        read_archive(data)
+    assert type(info.value) is error
+
+
+def test_version_and_flags():
+    body = raw_body()
+    with pytest.raises(UnsupportedVersionError, match="version 2: this nczip reads version 1"):
+        read_header(raw_header(body, version=2))
+    with pytest.raises(UnsupportedVersionError, match="version 65535"):
+        read_header(MAGIC + b"\xff\xff" + bytes(6))  # decided from the fixed header alone
+    with pytest.raises(FormatError, match="bad format version 0") as info:
+        read_header(raw_header(body, version=0))
+    assert not isinstance(info.value, UnsupportedVersionError)
+    with pytest.raises(UnsupportedVersionError, match="flags 0x0004"):
+        read_header(raw_header(body, flags=4))
+
+
+def test_header_crc_and_length():
+    data = bytearray(raw_header(raw_body()) + raw_table([]))
+    assert read_archive(bytes(data)).segments == ()
+    data[20] ^= 1
+    with pytest.raises(FormatError, match=r"header is damaged \(CRC-32 mismatch\): stored 0x"):
+        read_archive(bytes(data))
+    with pytest.raises(FormatError, match="header body length 65537 exceeds the limit of 65536"):
+        read_archive(raw_header(b"", body_len=MAX_HEADER_BODY + 1))
+    with pytest.raises(TruncatedError, match="header body needs 65536 bytes at offset 12, 4 remain"):
+        read_archive(raw_header(b"", body_len=MAX_HEADER_BODY))
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        (raw_body() + b"\x00", "1 unexpected bytes at the end of the header body"),
+        (raw_body()[:-1], "parameter count needs 2 bytes"),
+        (b"\x05abc", "backend id needs 5 bytes at offset 13, 3 remain"),
+        (raw_body(backend=b"caf\xe9"), "can't decode"),
+        (raw_body(backend=b"a\x00"), "backend must be"),
+        (raw_body(name=b"\xff"), "can't decode"),
+        (raw_body(name=b"\xed\xa0\x80"), "can't decode"),  # an encoded surrogate is not UTF-8
+        (raw_body(params=[(b"b", 1), (b"a", 2)]), "key 'a' does not sort after 'b'"),
+        (raw_body(params=[(b"a", 1), (b"a", 2)]), "key 'a' does not sort after 'a'"),
+        (raw_body(params=[(b"A", 1)]), "param key must match"),
+        (raw_body(params=[(b"\xff", 1)]), "param key must match"),
+        (raw_body(params=[(b"", 1)]), "param key must match"),
+        (raw_body(params=[(b"k", 1)], count=2), "parameter 1 key length needs 1 bytes"),
+        (raw_body(count=MAX_PARAMS + 1), "257 parameters, the limit is 256"),
+        (raw_body(params=[(b"k", 1)])[:-3], "parameter 0 value needs 8 bytes"),
+    ],
+)
+def test_malformed_header_body(body, message):
+    # The CRC matches, so these are writer bugs or crafted input: FormatError, never truncation.
+    with pytest.raises(FormatError, match=message) as info:
+        read_header(raw_header(body))
+    assert type(info.value) is FormatError
+    assert "header is malformed" in str(info.value)
+
+
+def seg(method, size, tokens, payload):
+    return (method, size, tokens, payload)
+
+
+@pytest.mark.parametrize(
+    "segments, size, message",
+    [
+        ([seg(3, 1, 0, b"x")], None, "segment 1 of 1 is malformed: unknown method 3"),
+        ([seg(0, 1, 0, b"x"), seg(0, 2, 0, b"x")], None,
+         "segment 2 of 2 is malformed: STORED segment has payload size 1, expected its original size 2"),
+        ([seg(0, 1, 1, b"x")], None, "STORED segment has token count 1"),
+        ([seg(2, 1, 1, b"x")], None, "ZSTD segment has token count 1"),
+        ([seg(1, 2, 0, b"x")], None, "LLM segment has token count 0, expected 1 to its original size 2"),
+        ([seg(1, 2, 3, b"x")], None, "LLM segment has token count 3"),
+        ([seg(1, 0, 0, b"")], None, "original_size must be in"),
+        ([seg(0, 0, 0, b"")], None, "original_size must be in"),
+        ([seg(0, 2, 0, b"xy")], 3,
+         "segment table covers 2 bytes, but the header says the original is 3"),
+        ([], 1, "segment table covers 0 bytes, but the header says the original is 1"),
+    ],
+)  # fmt: skip
+def test_malformed_segment_table(segments, size, message):
+    with pytest.raises(FormatError, match=message) as info:
+        read_archive(raw_archive(segments, size=size))
+    assert type(info.value) is FormatError
+
+
+def test_table_crc():
+    data = bytearray(raw_archive([seg(0, 2, 0, b"xy")]))
+    data[-2 - 4 - RECORD_SIZE + 1] ^= 0x40  # original size field of the only record
+    with pytest.raises(FormatError, match=r"segment table is damaged \(CRC-32 mismatch\)"):
+        read_archive(bytes(data))
+
+
+def test_extent_errors():
+    data = raw_archive([seg(0, 2, 0, b"xy"), seg(1, 5, 2, b"abc")])
+    with pytest.raises(FormatError, match="1 unexpected bytes after the last segment, at offset") as info:
+        read_archive(data + b"\x00")
+    assert type(info.value) is FormatError
+    with pytest.raises(TruncatedError, match="segment 2 of 2 payload needs 3 bytes at offset .*, 1 remain"):
+        read_archive(data[:-2])
+    with pytest.raises(TruncatedError, match="segment table of 2 records needs 58 bytes"):
+        read_archive(data[: len(raw_header(raw_body(size=7))) + 10])
+
+
+def test_corrupt_segment_is_named():
+    data = bytearray(write_archive(GOLDEN_ARCHIVE))
+    start, end = payload_spans(GOLDEN_ARCHIVE)[1]
+    data[start] ^= 0xFF
+    message = r"segment 2 of 3 is damaged \(CRC-32 mismatch\): stored 0x60a6f347, computed 0x"
+    with pytest.raises(CorruptSegmentError, match=message) as info:
+        read_archive(bytes(data))
+    assert info.value.segment_index == 1
+    assert damaged_segments(bytes(data)) == [1]
+    # Without verification the damaged payload comes back as it is.
+    assert read_archive(bytes(data), verify_payloads=False).segments[1].payload == bytes(data[start:end])
+    # Several damaged segments: read_archive names the first, damaged_segments lists all.
+    s0, _ = payload_spans(GOLDEN_ARCHIVE)[0]
+    s2, _ = payload_spans(GOLDEN_ARCHIVE)[2]
+    data[s0] ^= 1
+    data[s2] ^= 1
+    assert damaged_segments(bytes(data)) == [0, 1, 2]
+    with pytest.raises(CorruptSegmentError) as info:
+        read_archive(bytes(data))
+    assert info.value.segment_index == 0
+
+
+def test_damaged_segments_needs_intact_structure():
+    data = bytearray(write_archive(GOLDEN_ARCHIVE))
+    data[-1] ^= 1
+    assert damaged_segments(bytes(data)) == [2]
+    with pytest.raises(TruncatedError):
+        damaged_segments(bytes(data[:-1]))
+    data[5] ^= 1
+    with pytest.raises(UnsupportedVersionError):
+        damaged_segments(bytes(data))
+
+
+# --- bounds: hostile sizes fail fast, without allocating ---------------------------------------
+
+
+def header_of(size=0):
+    return raw_header(raw_body(size=size))
+
+
+HOSTILE = {
+    "2**32-1 segments": header_of() + struct.pack("<I", 2**32 - 1),
+    "2**20 segments, none present": header_of() + struct.pack("<I", MAX_SEGMENTS) + bytes(100),
+    "huge payload size": header_of(1) + raw_table([(2, 1, 0, 2**64 - 1, 0)]),
+    "payload sizes summing past 2**64": header_of(2)
+    + raw_table([(2, 1, 0, 2**64 - 1, 0), (2, 1, 0, 2**64 - 1, 0)]),
+    "header body 2**32-1": MAGIC + struct.pack("<HHI", 1, 0, 2**32 - 1),
+    "65535 params": raw_header(raw_body(count=0xFFFF)),
+    "model name 65535 bytes, body short": raw_header(b"\x00\xff\xff"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_hostile_sizes_fail_fast(name):
+    data = HOSTILE[name]
+    tracemalloc.start()
+    started = time.perf_counter()
+    try:
+        with pytest.raises(NczipError) as info:
+            read_archive(data)
+        elapsed = time.perf_counter() - started
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 256 * 1024, f"{name}: peak allocation {peak} bytes"
+    assert elapsed < 1.0
+    assert isinstance(info.value, FormatError)
+
+
+def test_max_size_llm_segment_with_empty_payload_is_valid():
+    # u64 maximum everywhere it is allowed: the container only checks consistency.
+    data = header_of(2**64 - 1) + raw_table([(1, 2**64 - 1, 2**64 - 1, 0, 0)])
+    archive = read_archive(data)
+    assert archive.segments[0].original_size == 2**64 - 1
+    assert write_archive(archive) == data
+
+
+# --- damage detection at every offset ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(FIXED_ARCHIVES))
+def test_every_single_byte_flip_is_detected(name):
+    archive = FIXED_ARCHIVES[name]
+    data = write_archive(archive)
+    spans = payload_spans(archive)
+    rng = random.Random(name)
+    for offset in range(len(data)):
+        in_segment = next((i for i, (s, e) in enumerate(spans) if s <= offset < e), None)
+        for xor in [1 << bit for bit in range(8)] + [rng.randrange(1, 256) for _ in range(4)]:
+            damaged = bytearray(data)
+            damaged[offset] ^= xor
+            with pytest.raises(NczipError) as info:
+                read_archive(bytes(damaged))
+            if in_segment is None:
+                assert not isinstance(info.value, CorruptSegmentError), (offset, xor, info.value)
+            else:
+                assert isinstance(info.value, CorruptSegmentError), (offset, xor, info.value)
+                assert info.value.segment_index == in_segment
+                assert damaged_segments(bytes(damaged)) == [in_segment]
+
+
+@pytest.mark.parametrize("name", sorted(FIXED_ARCHIVES))
+def test_every_truncation_and_extension_is_detected(name):
+    data = write_archive(FIXED_ARCHIVES[name])
+    for length in range(len(data)):
+        with pytest.raises(TruncatedError):
+            read_archive(data[:length])
+    for extra in (b"\x00", b"\xff", data[-1:], data[:1]):
+        with pytest.raises(FormatError, match="unexpected bytes after the last segment"):
+            read_archive(data + extra)
+
+
+# --- property tests ---------------------------------------------------------------------------
+
+printable_ascii = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=20)
+param_keys = st.from_regex(r"[a-z][a-z0-9_]{0,31}", fullmatch=True)
+i64 = st.integers(-(2**63), 2**63 - 1)
+digests = st.binary(min_size=32, max_size=32)
+
+
+@st.composite
+def segments(draw):
+    method = draw(st.sampled_from(Method))
+    if method is Method.STORED:
+        payload = draw(st.binary(min_size=1, max_size=40))
+        return Segment(method, len(payload), 0, payload)
+    size = draw(st.one_of(st.integers(1, 100), st.integers(1, 2**61 - 1)))
+    tokens = draw(st.integers(1, size)) if method is Method.LLM else 0
+    return Segment(method, size, tokens, draw(st.binary(max_size=40)))
+
+
+@st.composite
+def archives(draw):
+    segs = tuple(draw(st.lists(segments(), max_size=8)))  # 8 * (2**61 - 1) < 2**64
+    header = Header(
+        backend=draw(printable_ascii),
+        model_name=draw(st.text(st.characters(blacklist_categories=("Cs",)), max_size=30)),
+        model_sha256=draw(digests),
+        original_size=sum(s.original_size for s in segs),
+        original_sha256=draw(digests),
+        params=draw(st.dictionaries(param_keys, i64, max_size=6)),
+    )
+    return Archive(header, segs)
+
+
+@settings(max_examples=150, deadline=None)
+@given(archives())
+def test_random_archives_round_trip(archive):
+    data = write_archive(archive)
+    assert read_archive(data) == archive
+    assert read_header(data)[0] == archive.header
+    assert damaged_segments(data) == []
+
+
+def read_or_error(data):
+    """Read `data`; only NczipError may escape. An accepted input must be canonical."""
+    try:
+        archive = read_archive(data)
+    except NczipError:
+        return None
+    assert write_archive(archive) == data
+    return archive
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.binary(max_size=300), st.binary(max_size=300).map(lambda b: MAGIC + b)))
+def test_arbitrary_bytes_raise_only_nczip_errors(data):
+    read_or_error(data)
+
+
+def mutate(rng_data, blob):
+    """A random small edit: flip, insert, delete, or cut."""
+    blob = bytearray(blob)
+    kind = rng_data.draw(st.sampled_from(["flip", "insert", "delete", "cut", "set"]))
+    where = rng_data.draw(st.integers(0, len(blob)))
+    if kind == "insert" or not blob:
+        blob[where:where] = rng_data.draw(st.binary(min_size=1, max_size=8))
+    elif kind == "flip":
+        blob[min(where, len(blob) - 1)] ^= rng_data.draw(st.integers(1, 255))
+    elif kind == "delete":
+        del blob[where : where + rng_data.draw(st.integers(1, 8))]
+    elif kind == "set":  # plant an extreme integer, to reach the bounds checks
+        value = rng_data.draw(st.sampled_from([0, 1, 0xFF, 0xFFFF, 2**32 - 1, 2**63, 2**64 - 1]))
+        blob[where : where + 8] = value.to_bytes(8, "little")
+    else:
+        del blob[where:]
+    return bytes(blob)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(archives(), st.data())
+def test_crc_fixed_mutations_raise_only_nczip_errors(archive, data):
+    """Edit the header body or the segment table and recompute the CRCs, so that the parser's
+    own checks (lengths, counts, order, rules) are what stands between the edit and a crash."""
+    raw = write_archive(archive)
+    (body_len,) = struct.unpack_from("<I", raw, 8)
+    body = raw[12 : 12 + body_len]
+    table_start = 12 + body_len + 4
+    (count,) = struct.unpack_from("<I", raw, table_start)
+    table = raw[table_start : table_start + 4 + count * RECORD_SIZE]
+    payloads = raw[table_start + len(table) + 4 :]
+
+    part = data.draw(st.sampled_from(["body", "table", "both"]))
+    if part in ("body", "both"):
+        body = mutate(data, body)
+    if part in ("table", "both"):
+        table = mutate(data, table)
+    fixed = MAGIC + struct.pack("<HHI", 1, 0, len(body))
+    edited = (
+        fixed + body + struct.pack("<I", zlib.crc32(fixed + body))
+        + table + struct.pack("<I", zlib.crc32(table)) + payloads
+    )  # fmt: skip
+    assume(edited != raw)
+    read_or_error(edited)
+
+
+@settings(max_examples=200, deadline=None)
+@given(archives(), st.data())
+def test_raw_mutations_raise_only_nczip_errors(archive, data):
+    raw = write_archive(archive)
+    edited = mutate(data, raw)
+    assume(edited != raw)
+    with pytest.raises(NczipError):
+        read_archive(edited)
