@@ -94,7 +94,8 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=0, help="use only the first N bytes")
     parser.add_argument("--windows", default="512,1024,2048,4096,8192")
     parser.add_argument("--threads", type=int, default=physical_cores())
-    parser.add_argument("--no-speed", action="store_true")
+    parser.add_argument("--no-speed", action="store_true", help="skip the speed columns")
+    parser.add_argument("--no-bpb", action="store_true", help="skip the bpb column (speed only: seconds)")
     args = parser.parse_args()
 
     data = Path(args.file).read_bytes()
@@ -109,7 +110,7 @@ def main() -> None:
     for window in windows:
         keep = window // 2
         t0 = time.perf_counter()
-        bits = ideal_bits(model, ids, window, keep)
+        bits = float("nan") if args.no_bpb else ideal_bits(model, ids, window, keep)
         bench_seconds = time.perf_counter() - t0
         if args.no_speed:
             speed_cells = "- | - | - | -"

@@ -24,3 +24,26 @@ def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_gguf_other(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Like ``tiny_gguf`` but seed 1: same architecture and vocabulary, different weights."""
     return write_tiny_gguf(tmp_path_factory.mktemp("tiny_model") / "tiny-seed1.gguf", seed=1)
+
+
+# --- nczip objects on the tiny model -------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_gguf):
+    """A loaded LlamaCppModel on the tiny GGUF (1 thread)."""
+    from nczip.models.llama_cpp import LlamaCppModel
+    from nczip.models.registry import model_from_path
+
+    model = LlamaCppModel(model_from_path(tiny_gguf), n_ctx=512, threads=1)
+    yield model
+    model.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_compressor(tiny_gguf):
+    """A Compressor on the tiny GGUF with a 64-token window, so short inputs slide several times."""
+    from nczip.api import Compressor
+
+    with Compressor(model=tiny_gguf, threads=1, window=64) as compressor:
+        yield compressor

@@ -1,0 +1,64 @@
+"""The default model (Gemma-3-270M, installed from PyPI) end to end, on short inputs.
+
+These are the tests that prove the product works as shipped; the tiny model covers the same
+paths in milliseconds elsewhere. The model package is a hard dependency, so nothing here skips
+when it is missing: a broken install must fail.
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from corpora import locate
+from corpora.samples import edge_cases
+from nczip import container
+from nczip.api import Compressor
+
+pytestmark = pytest.mark.real_model
+
+CASES = edge_cases()
+
+
+@pytest.fixture(scope="module")
+def gemma():
+    with Compressor(threads=2) as compressor:
+        yield compressor
+
+
+def alice_slice(size: int) -> bytes:
+    path = locate.find("alice29.txt")
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail("alice29.txt not found in $NCZIP_CORPORA or ../shared/corpora")
+        pytest.skip("alice29.txt not found in $NCZIP_CORPORA or ../shared/corpora")
+    data = path.read_bytes()
+    return data[len(data) // 3 : len(data) // 3 + size]  # from the middle: no Gutenberg header
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_edge_cases_round_trip(gemma, name):
+    data = CASES[name]
+    assert gemma.decompress(gemma.compress(data)) == data
+
+
+def test_alice_slice_round_trips_close_to_the_ideal_code_length(gemma):
+    data = alice_slice(20_000)
+    archive = gemma.compress(data, measure_ideal=True)
+    stats = gemma.last_stats
+    (segment,) = container.read_archive(archive).segments
+    coded_bits = len(segment.payload) * 8
+    # The model must beat general-purpose compressors by far (gzip -9: ~2.9 bpb on this text)...
+    assert coded_bits / len(data) < 1.3
+    # ...and the coder + quantizer must cost at most 0.2% above -sum log2 p (plus the flush).
+    assert coded_bits <= stats.ideal_bits * 1.002 + 64
+    assert gemma.decompress(archive) == data
+
+
+def test_identical_archives_and_thread_independence():
+    data = alice_slice(1_500)
+    with Compressor(threads=1) as one, Compressor(threads=2) as two:
+        archive = one.compress(data)
+        assert one.compress(data) == archive
+        assert two.compress(data) == archive
+        assert two.decompress(archive) == data
