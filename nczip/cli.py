@@ -134,6 +134,8 @@ def test(files, quiet, model_path, threads):
     with Compressor(model=model_path, threads=threads) as compressor:
         for source in files or ("-",):
             def check(source=source):
+                if source == "-" and sys.stdin.isatty():
+                    raise Failure("compressed data not read from a terminal")
                 data = read_input(source)
                 run.decompress(compressor, data, source)
                 run.say(f"{display(source)}: OK")
@@ -156,12 +158,18 @@ class Run:
     def guard(self, source: str, work) -> None:
         try:
             work()
+        except BrokenPipeError:
+            raise  # the reader of stdout went away: no later file can be written either
         except Failure as exc:
             self.fail(f"{display(source)}: {exc}")
         except NczipError as exc:
             self.fail(f"{display(source)}: {exc}")
         except OSError as exc:
             self.fail(f"{display(source)}: {exc.strerror or exc}")
+        except Exception as exc:  # a bug: reported in one line, and the next file still goes on
+            if os.environ.get("NCZIP_DEBUG"):
+                raise
+            self.fail(f"{display(source)}: {internal_error(exc)}")
 
     def fail(self, message: str) -> None:
         click.echo(f"nczip: {message}", err=True)
@@ -201,7 +209,10 @@ class Run:
             out = compressor.decompress(data, progress=line.advance if line else None)
         if self.verbose:
             elapsed = time.perf_counter() - started
-            self.say(f"{display(source)}: {len(data)} -> {len(out)} bytes, {len(out) / 1024 / max(elapsed, 1e-9):.2f} KB/s")
+            self.say(
+                f"{display(source)}: {len(data)} -> {len(out)} bytes, {bpb(len(data), len(out)):.4f} bpb, "
+                f"{len(out) / 1024 / max(elapsed, 1e-9):.2f} KB/s"
+            )
         return out
 
 
@@ -221,7 +232,9 @@ def plan_outputs(files, to_stdout: bool, output: str | None, *, decompressing: b
     if output is not None and to_stdout:
         raise click.UsageError("-o/--output and -c/--stdout exclude each other")
     for source in sources:
-        if output is not None:
+        if output == "-":
+            yield source, None
+        elif output is not None:
             yield source, output
         elif to_stdout or source == "-":
             yield source, None
@@ -236,12 +249,15 @@ def compress_one(run: Run, compressor: Compressor, source: str, target: str | No
         raise Failure(f"already has {SUFFIX} suffix -- unchanged (use -f to compress anyway)")
     if target is None:
         refuse_terminal(run, "compressed data not written to a terminal (use -f to force)")
+    check_target(run, source, target)
     data = read_input(source)
     archive = run.compress(compressor, data, source)
     deleting = source != "-" and target is not None and not keep
     if verify if verify is not None else deleting:
         # The input goes away only once the archive is proven to give it back.
-        if compressor.decompress(archive) != data:
+        with run.progress(len(data), f"{display(source)}: verifying") as line:
+            decoded = compressor.decompress(archive, progress=line.advance if line else None)
+        if decoded != data:
             raise Failure("verification failed: the archive does not decode to the input; input kept")
     publish(run, archive, target, like=source)
     if deleting:
@@ -251,11 +267,29 @@ def compress_one(run: Run, compressor: Compressor, source: str, target: str | No
 def decompress_one(run: Run, compressor: Compressor, source: str, target: str | None, keep: bool):
     if target == "":
         raise Failure(f"unknown suffix -- ignored (expected {SUFFIX}; use -c or -o to name the output)")
+    if source == "-":
+        refuse_terminal_input(run, "compressed data not read from a terminal (use -f to force)")
+    check_target(run, source, target)
     data = read_input(source)
     out = run.decompress(compressor, data, source)
     publish(run, out, target, like=source)
     if source != "-" and target is not None and not keep:
         os.unlink(source)
+
+
+def check_target(run: Run, source: str, target: str | None) -> None:
+    """Refuse an output path we must not write, before spending time on the input."""
+    if target is None:
+        return
+    if source != "-" and os.path.exists(target) and os.path.exists(source):
+        with contextlib.suppress(OSError):
+            if os.path.samefile(source, target):
+                # Even with -f: writing it would destroy the input, and deleting it the output.
+                raise Failure(f"input and output are the same file ({target})")
+    if os.path.isdir(target):
+        raise Failure(f"{target} is a directory")
+    if os.path.lexists(target) and not run.force:
+        raise Failure(f"{target} already exists; use -f to overwrite")
 
 
 def publish(run: Run, data: bytes, target: str | None, *, like: str) -> None:
@@ -264,12 +298,12 @@ def publish(run: Run, data: bytes, target: str | None, *, like: str) -> None:
         stream.write(data)
         stream.flush()
         return
-    if os.path.lexists(target) and not run.force:
-        raise Failure(f"{target} already exists; use -f to overwrite")
-    if os.path.isdir(target):
-        raise Failure(f"{target} is a directory")
+    check_target(run, like, target)  # again: it may have appeared while we worked
     source_stat = os.stat(like) if like != "-" else None
-    write_atomic(target, data, like=source_stat)
+    try:
+        write_atomic(target, data, like=source_stat)
+    except OSError as exc:
+        raise Failure(f"cannot write {target}: {exc.strerror or exc}") from None
 
 
 def read_input(source: str) -> bytes:
@@ -294,22 +328,30 @@ def refuse_terminal(run: Run, message: str) -> None:
         raise Failure(message)
 
 
+def refuse_terminal_input(run: Run, message: str) -> None:
+    if not run.force and sys.stdin.isatty():
+        raise Failure(message)
+
+
 def print_info(source: str) -> None:
     data = read_input(source)
     archive = container.read_archive(data, verify_payloads=False)
     damaged = set(container.damaged_segments(data))
     h = archive.header
-    lines = [
-        f"archive:        {display(source)} ({len(data)} bytes)",
-        f"format version: {container.FORMAT_VERSION}",
-        f"backend:        {h.backend or '-'}",
-        f"model:          {h.model_name or '-'}",
-        f"model sha256:   {h.model_sha256.hex()}",
-        f"original size:  {h.original_size} bytes",
-        f"original sha256:{h.original_sha256.hex()}",
-        f"parameters:     " + (" ".join(f"{k}={v}" for k, v in h.params.items()) or "-"),
-        f"ratio:          {bpb(len(data), h.original_size):.4f} bpb" if h.original_size else "ratio:          -",
-        f"segments:       {len(archive.segments)}",
+    fields = [
+        ("archive", f"{display(source)} ({len(data)} bytes)"),
+        ("format version", container.FORMAT_VERSION),
+        ("backend", h.backend or "-"),
+        ("model", h.model_name or "-"),
+        ("model sha256", h.model_sha256.hex()),
+        ("original size", f"{h.original_size} bytes"),
+        ("original sha256", h.original_sha256.hex()),
+        ("parameters", " ".join(f"{k}={v}" for k, v in h.params.items()) or "-"),
+        ("ratio", f"{bpb(len(data), h.original_size):.4f} bpb" if h.original_size else "-"),
+        ("segments", len(archive.segments)),
+    ]
+    lines = [f"{name + ':':<17}{value}" for name, value in fields]
+    lines += [
         f"  {'#':>4} {'method':<7} {'offset':>10} {'original':>10} {'tokens':>8} {'payload':>10} {'bpb':>7}  status",
     ]
     offset = 0
@@ -337,27 +379,53 @@ def _terminate(signum, frame):
     raise KeyboardInterrupt
 
 
+def internal_error(exc: BaseException) -> str:
+    return f"internal error: {type(exc).__name__}: {exc} (set NCZIP_DEBUG=1 for a traceback)"
+
+
+def _silence_stdout() -> None:
+    # The reader of stdout is gone: point fd 1 at /dev/null so the flush at exit does not fail
+    # again with a second "Exception ignored ... BrokenPipeError" message.
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
 def main(argv: list[str] | None = None) -> int:
+    previous = None
     with contextlib.suppress(ValueError):  # not in the main thread (tests): leave handlers alone
-        signal.signal(signal.SIGTERM, _terminate)
+        previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        cli.main(args=argv, prog_name="nczip", standalone_mode=False)
+        return _main(argv)
+    finally:
+        if previous is not None:  # called in-process (tests, scripts): give the handler back
+            with contextlib.suppress(ValueError, TypeError):
+                signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str] | None) -> int:
+    try:
+        rv = cli.main(args=argv, prog_name="nczip", standalone_mode=False)
     except click.exceptions.Exit as exc:
         return exc.exit_code
+    except click.UsageError as exc:
+        # One line, like every other error; the hint says where the full usage is.
+        command = exc.ctx.command_path if exc.ctx is not None else "nczip"
+        click.echo(f"nczip: {exc.format_message()} (try '{command} --help')", err=True)
+        return 2
     except click.ClickException as exc:
-        exc.show()
-        return 2 if isinstance(exc, click.UsageError) else 1
-    except click.exceptions.Abort:
-        click.echo("nczip: interrupted", err=True)
-        return 130
-    except KeyboardInterrupt:
+        click.echo(f"nczip: {exc.format_message()}", err=True)
+        return 1
+    except (click.exceptions.Abort, KeyboardInterrupt):
         click.echo("nczip: interrupted", err=True)
         return 130
     except BrokenPipeError:
-        with contextlib.suppress(OSError):
-            sys.stderr.close()
+        _silence_stdout()
         return 1
     except SystemExit as exc:
+        if exc.code is None:
+            return 0
         return exc.code if isinstance(exc.code, int) else 1
     except NczipError as exc:
         click.echo(f"nczip: {exc}", err=True)
@@ -365,6 +433,6 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug: still one line, with a hint to get the traceback
         if os.environ.get("NCZIP_DEBUG"):
             raise
-        click.echo(f"nczip: internal error: {type(exc).__name__}: {exc} (set NCZIP_DEBUG=1 for a traceback)", err=True)
+        click.echo(f"nczip: {internal_error(exc)}", err=True)
         return 1
-    return 0
+    return rv if isinstance(rv, int) else 0

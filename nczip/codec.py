@@ -23,8 +23,8 @@ _PROGRESS_EVERY = 16
 class CodecParams:
     """Every number that changes the coded bits; all of them go into the archive header."""
 
-    window: int = 2048  # tokens in the model's context, BOS included
-    keep: int = 1024  # tokens kept when the window slides
+    window: int = 4096  # tokens in the context, BOS included: chosen by bench/window_sizes.py
+    keep: int = 2048  # tokens kept when the window slides
     cdf_bits: int = 31  # the integer CDF sums to 2**cdf_bits
 
     def __post_init__(self):

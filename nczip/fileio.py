@@ -23,12 +23,21 @@ def write_atomic(path: str | os.PathLike, data: bytes, *, like: os.stat_result |
         if like is not None:
             os.chmod(tmp, like.st_mode & 0o7777)
             os.utime(tmp, ns=(like.st_atime_ns, like.st_mtime_ns))
+        else:
+            # mkstemp makes the file 0600; a new file from a stream gets the usual 0666 & ~umask.
+            os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
     _fsync_directory(target.parent)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return mask
 
 
 def _fsync_directory(directory: Path) -> None:

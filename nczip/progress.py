@@ -1,6 +1,8 @@
 """A one-line progress display on stderr: amount done, rate, ETA. Only used on a terminal."""
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 import time
 from typing import TextIO
@@ -31,10 +33,22 @@ class ProgressLine:
         fraction = min(self.done / self.total, 1.0) if self.total else 1.0
         eta = max(self.total - self.done, 0) / rate if rate > 0 else float("inf")
         eta_text = "--:--" if eta == float("inf") else f"{int(eta) // 60:02d}:{int(eta) % 60:02d}"
-        self.stream.write(
-            f"\r{self.label}: {fraction:6.1%}  {self.done}/{self.total} bytes  "
+        figures = (
+            f": {fraction:6.1%}  {self.done}/{self.total} bytes  "
             f"{self.tokens / elapsed:6.1f} tok/s  ETA {eta_text} "
         )
+        # A line longer than the terminal wraps, and "\r" would then redraw only its last row:
+        # shorten the label (keeping its end, the file name's most telling part), then the rest.
+        try:
+            width = os.get_terminal_size(self.stream.fileno()).columns
+        except (AttributeError, OSError, ValueError):  # not a real terminal (or a test's stand-in)
+            width = shutil.get_terminal_size(fallback=(80, 24)).columns
+        room = max(width - 1, 1)
+        label = self.label
+        if len(label) + len(figures) > room:
+            keep = max(room - len(figures) - 1, 8)
+            label = "\u2026" + label[-keep:] if len(label) > keep else label
+        self.stream.write("\r" + (label + figures)[:room])
         self.stream.flush()
 
     def close(self) -> None:
