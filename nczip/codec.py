@@ -103,10 +103,12 @@ def decode_tokens(
         ) from None
     if progress is not None and count % _PROGRESS_EVERY:
         progress(tokens[count - count % _PROGRESS_EVERY :])
-    # A clean stream ends within the 8 bytes of coder state; reading far past it means damage.
-    if decoder.overrun > 8:
+    # The decoder reads 8 bytes ahead and the encoder's tail is 1..8 bytes, so a clean stream
+    # ends with every payload byte consumed and at most 7 zero bytes read past the end.
+    if decoder.position != len(payload) or decoder.overrun > 7:
         raise CorruptSegmentError(
-            f"segment {segment_index + 1} is damaged: its coded stream is {decoder.overrun} bytes short",
+            f"segment {segment_index + 1} is damaged: its coded stream does not end where the "
+            f"token count says (read {decoder.position} of {len(payload)} bytes, {decoder.overrun} past the end)",
             segment_index,
         )
     return tokens

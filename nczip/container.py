@@ -42,6 +42,9 @@ __all__ = [
     "write_archive_to",
     "read_header",
     "read_archive",
+    "read_prefix",
+    "read_payload",
+    "SegmentEntry",
     "damaged_segments",
     "is_archive",
 ]
@@ -448,11 +451,9 @@ class _Entry(NamedTuple):
     crc: int
 
 
-def _read_layout(data: bytes) -> tuple[Header, list[_Entry]]:
-    """Everything except the payload CRCs: header, segment table, and the file's exact extent."""
-    data = bytes(data)
-    header, table_start = read_header(data)
-
+def _parse_table(data: bytes, table_start: int, header: Header) -> tuple[list[_Entry], int]:
+    """The segment table at table_start: its entries (payload offsets from the archive's start)
+    and the offset where the payloads end. Checks everything but the file's extent."""
     r = _Reader(data, table_start, len(data), _truncated)
     count = r.unpack(_U32, "segment count")
     if count > MAX_SEGMENTS:
@@ -477,7 +478,7 @@ def _read_layout(data: bytes) -> tuple[Header, list[_Entry]]:
         except ValueError as e:
             raise FormatError(f"segment {i + 1} of {count} is malformed: {e}") from None
         entries.append(_Entry(method, original_size, token_count, offset, size, crc))
-        offset += size  # Python ints: no overflow, and the extent is checked once below
+        offset += size  # Python ints: no overflow, and the extent is checked by the caller
 
     total = sum(e.original_size for e in entries)
     if total != header.original_size:
@@ -485,16 +486,84 @@ def _read_layout(data: bytes) -> tuple[Header, list[_Entry]]:
             f"segment table covers {total} bytes, "
             f"but the header says the original is {header.original_size}"
         )
+    return entries, offset
 
+
+def _read_layout(data: bytes) -> tuple[Header, list[_Entry]]:
+    """Everything except the payload CRCs: header, segment table, and the file's exact extent."""
+    data = bytes(data)
+    header, table_start = read_header(data)
+    entries, end = _parse_table(data, table_start, header)
     for i, e in enumerate(entries):
         if e.offset + e.size > len(data):
             remain = max(0, len(data) - e.offset)
-            raise _truncated(f"segment {i + 1} of {count} payload", e.size, e.offset, remain)
-    if offset != len(data):
+            raise _truncated(f"segment {i + 1} of {len(entries)} payload", e.size, e.offset, remain)
+    if end != len(data):
         raise FormatError(
-            f"{len(data) - offset} unexpected bytes after the last segment, at offset {offset}"
+            f"{len(data) - end} unexpected bytes after the last segment, at offset {end}"
         )
     return header, entries
+
+
+class SegmentEntry(NamedTuple):
+    """A segment table record as read from a stream: where its payload is and how to check it."""
+
+    method: Method
+    original_size: int
+    token_count: int
+    payload_size: int
+    payload_crc: int
+
+
+def read_prefix(stream: BinaryIO) -> tuple[Header, list[SegmentEntry]]:
+    """Read and check the header and segment table from a stream at the archive's start.
+
+    Leaves the stream at the first payload, so a reader can then take payloads one by one
+    (see check_payload) and hold only one segment in memory.
+    """
+    prefix = _read_up_to(stream, _FIXED.size)
+    if len(prefix) == _FIXED.size:
+        body_len = _FIXED.unpack_from(prefix)[3]
+        if body_len <= MAX_HEADER_BODY:  # else read_header below reports it, reading no more
+            prefix += _read_up_to(stream, body_len + 4)
+    header, table_start = read_header(prefix)
+    prefix += _read_up_to(stream, 4)
+    if len(prefix) == table_start + 4:
+        count = _U32.unpack_from(prefix, table_start)[0]
+        if count <= MAX_SEGMENTS:  # else _parse_table reports it
+            prefix += _read_up_to(stream, count * _RECORD.size + 4)
+    entries, _ = _parse_table(prefix, table_start, header)
+    return header, [SegmentEntry(e.method, e.original_size, e.token_count, e.size, e.crc) for e in entries]
+
+
+def read_payload(stream: BinaryIO, entry: SegmentEntry, index: int, count: int) -> bytes:
+    """The next payload from a stream after read_prefix, checked against its CRC-32."""
+    payload = _read_up_to(stream, entry.payload_size)
+    if len(payload) != entry.payload_size:
+        raise TruncatedError(
+            f"truncated archive: segment {index + 1} of {count} payload needs "
+            f"{entry.payload_size} bytes, {len(payload)} remain"
+        )
+    computed = zlib.crc32(payload)
+    if computed != entry.payload_crc:
+        raise CorruptSegmentError(
+            f"segment {index + 1} of {count} is damaged (CRC-32 mismatch): "
+            + _crc_note(entry.payload_crc, computed),
+            segment_index=index,
+        )
+    return payload
+
+
+def _read_up_to(stream: BinaryIO, n: int) -> bytes:
+    """Up to n bytes, fewer only at the end of the stream (raw streams may return short reads)."""
+    chunks = []
+    while n > 0:
+        chunk = stream.read(min(n, 1 << 20))  # bounded reads: a forged size allocates nothing
+        if not chunk:
+            break
+        chunks.append(chunk)
+        n -= len(chunk)
+    return b"".join(chunks)
 
 
 def _payload_crc(data: bytes, entry: _Entry) -> int:

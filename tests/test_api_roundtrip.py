@@ -193,14 +193,3 @@ def test_window_settings_round_trip(tiny_gguf, window, keep):
     data = b"Sliding windows of every shape must decode exactly. " * 4
     with Compressor(model=tiny_gguf, threads=1, window=window, keep=keep) as c:
         assert c.decompress(c.compress(data)) == data
-
-
-@pytest.mark.parametrize("kwargs,message", [
-    ({"window": 1}, "window must be in"),
-    ({"window": 64, "keep": 63}, "keep must be in"),
-    ({"cdf_bits": 40}, "cdf_bits must be in"),
-    ({"threads": 0}, "threads must be in"),
-])
-def test_invalid_options_name_the_valid_range(tiny_gguf, kwargs, message):
-    with pytest.raises(ValueError, match=message):
-        Compressor(model=tiny_gguf, **kwargs)

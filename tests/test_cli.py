@@ -387,6 +387,20 @@ def test_missing_file_and_directory_on_compress(tmp_path, model_args):
     assert sorted(os.listdir(tmp_path)) == ["adir"]
 
 
+def test_symlink_is_refused_without_force(nczip, tmp_path, monkeypatch, model_args):
+    monkeypatch.chdir(tmp_path)
+    Path("real.txt").write_bytes(TEXT)
+    os.symlink("real.txt", "link.txt")
+    r = nczip(*model_args, "link.txt")
+    assert r.rc == 1
+    assert r.err.strip() == "nczip: link.txt: is a symbolic link -- ignored (use -f to follow it)"
+    assert os.path.islink("link.txt") and not os.path.exists("link.txt.ncz")
+    # With -f the link is followed like gzip -f: its target's bytes are compressed.
+    r = nczip(*model_args, "-f", "-k", "link.txt")
+    assert r.rc == 0
+    assert Compressor(model=model_args[1], threads=1).decompress(Path("link.txt.ncz").read_bytes()) == TEXT
+
+
 def test_missing_model_is_one_line(nczip, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     Path("a.txt").write_bytes(TEXT)

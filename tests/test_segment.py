@@ -1,0 +1,36 @@
+"""The segment cut rule: complete, bounded, never splitting a UTF-8 character, and local."""
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nczip import segment
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=400) | st.text(max_size=150).map(str.encode), st.integers(4, 64))
+def test_segments_cover_the_input_in_bounded_pieces(data, limit):
+    parts = [bytes(p) for p in segment.split(data, limit)]
+    assert b"".join(parts) == data
+    assert all(0 < len(p) <= limit for p in parts)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(min_size=1, max_size=150), st.integers(4, 64))
+def test_valid_utf8_is_never_split_inside_a_character(text, limit):
+    for part in segment.split(text.encode(), limit):
+        bytes(part).decode("utf-8")  # raises if a character was split
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(min_size=70, max_size=400), st.integers(4, 64))
+def test_a_cut_depends_only_on_the_bytes_before_it(data, limit):
+    """What lets a streaming writer cut where the one-shot path does."""
+    first = len(next(iter(segment.split(data, limit))))
+    if len(data) > limit:
+        assert segment.cut_point(data[: limit + 1], limit) == first
+
+
+def test_default_limit_is_read_at_call_time(monkeypatch):
+    monkeypatch.setattr(segment, "SEGMENT_BYTES", 10)
+    assert [len(p) for p in segment.split(b"x" * 25)] == [10, 10, 5]
