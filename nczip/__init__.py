@@ -11,6 +11,7 @@ from .ncfile import NczipFile, open  # noqa: E402
 from .errors import (  # noqa: E402
     ChecksumError,
     CorruptSegmentError,
+    DriftError,
     FormatError,
     ModelMismatchError,
     NczipError,
@@ -30,6 +31,7 @@ __all__ = [
     "UnsupportedVersionError",
     "CorruptSegmentError",
     "ChecksumError",
+    "DriftError",
     "ModelMismatchError",
     "__version__",
 ]

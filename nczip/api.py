@@ -21,7 +21,7 @@ Progress = Callable[[int, int], None]
 
 # Header parameter keys this version writes and understands; any other set is refused, because
 # an unknown parameter may change the bits in a way this decoder cannot repeat.
-_PARAM_KEYS = frozenset({"cdf_bits", "keep", "n_batch", "n_vocab", "window"})
+_PARAM_KEYS = frozenset({"cdf_bits", "check_every", "keep", "n_batch", "n_vocab", "window"})
 DEFAULT_MODEL_NAME = "gemma-3-270m-q4_k_m.gguf"
 
 
@@ -46,7 +46,8 @@ class Compressor:
 
     Options have the CLI's names and defaults: ``model`` (a GGUF path; None for the default
     Gemma-3-270M), ``threads`` (None: physical cores), ``window`` and ``keep`` (context tokens),
-    ``cdf_bits`` (CDF precision). Invalid values raise ValueError naming the valid range.
+    ``cdf_bits`` (CDF precision), ``check_every`` (tokens between drift checkpoints). Invalid
+    values raise ValueError naming the valid range.
 
     >>> from nczip import Compressor
     >>> with Compressor() as c:
@@ -63,8 +64,11 @@ class Compressor:
         window: int = CodecParams.window,
         keep: int | None = None,
         cdf_bits: int = CodecParams.cdf_bits,
+        check_every: int = CodecParams.check_every,
     ):
-        self.params = CodecParams(window=window, keep=window // 2 if keep is None else keep, cdf_bits=cdf_bits)
+        self.params = CodecParams(
+            window=window, keep=window // 2 if keep is None else keep, cdf_bits=cdf_bits, check_every=check_every
+        )
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 256):
             raise ValueError(f"threads must be an integer in 1..256, got {threads!r}")
         self.threads = threads or physical_cores()
@@ -133,6 +137,7 @@ class Compressor:
             original_sha256=sha256,
             params={
                 "cdf_bits": self.params.cdf_bits,
+                "check_every": self.params.check_every,
                 "keep": self.params.keep,
                 "n_batch": DEFAULT_N_BATCH,
                 "n_vocab": self._model.n_vocab if uses_model and self._model is not None else 0,
@@ -252,7 +257,10 @@ def check_header(header: Header) -> CodecParams:
         )
     try:
         return CodecParams(
-            window=header.params["window"], keep=header.params["keep"], cdf_bits=header.params["cdf_bits"]
+            window=header.params["window"],
+            keep=header.params["keep"],
+            cdf_bits=header.params["cdf_bits"],
+            check_every=header.params["check_every"],
         )
     except ValueError as exc:
         raise FormatError(f"archive has invalid coding parameters: {exc}") from None

@@ -35,3 +35,13 @@ class ChecksumError(NczipError):
 
 class ModelMismatchError(NczipError):
     """The archive needs a different model, backend or parameters than the ones available."""
+
+
+class DriftError(NczipError):
+    """The decoder's model computes different floats than the encoder's did (caught at a
+    checkpoint), so decoding would only produce garbage from here on."""
+
+    def __init__(self, message: str, segment_index: int | None = None, token_index: int | None = None):
+        super().__init__(message)
+        self.segment_index = segment_index
+        self.token_index = token_index

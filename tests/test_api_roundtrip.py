@@ -60,7 +60,7 @@ def test_thread_count_does_not_change_the_bits(tiny_gguf):
 def test_header_records_the_parameters(tiny_gguf):
     with Compressor(model=tiny_gguf, threads=1, window=40, keep=10) as c:
         header, _ = container.read_header(c.compress(b"hello world"))
-    assert dict(header.params) == {"cdf_bits": 31, "keep": 10, "n_batch": 512, "n_vocab": 559, "window": 40}
+    assert dict(header.params) == {"cdf_bits": 31, "check_every": 4096, "keep": 10, "n_batch": 512, "n_vocab": 559, "window": 40}
     assert header.backend == "llama.cpp"
     assert header.model_sha256 == hashlib.sha256(tiny_gguf.read_bytes()).digest()
 

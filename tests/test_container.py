@@ -17,7 +17,6 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from nczip.container import (
-    FORMAT_VERSION,
     MAGIC,
     MAX_HEADER_BODY,
     MAX_PARAMS,
