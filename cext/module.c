@@ -183,36 +183,29 @@ static void lock_object(PyThread_type_lock lock)
     }
 }
 
-/* ---- scratch space for the logits methods: n uint32 + n double, grown on demand ---- */
+/* ---- scratch space for the logits methods: n uint32, grown on demand ---- */
 
 typedef struct {
     uint32_t *freq;
-    double *work;
     size_t n;
 } scratch;
 
 static int scratch_reserve(scratch *s, size_t n)
 {
     uint32_t *f;
-    double *w;
     if (n <= s->n)
         return 0;
-    if (n > (size_t)PY_SSIZE_T_MAX / sizeof(double)) {
+    if (n > (size_t)PY_SSIZE_T_MAX / sizeof(uint32_t)) {
         PyErr_NoMemory();
         return -1;
     }
     f = (uint32_t *)PyMem_RawMalloc(n * sizeof(uint32_t));
-    w = (double *)PyMem_RawMalloc(n * sizeof(double));
-    if (f == NULL || w == NULL) {
-        PyMem_RawFree(f);
-        PyMem_RawFree(w);
+    if (f == NULL) {
         PyErr_NoMemory();
         return -1;
     }
     PyMem_RawFree(s->freq);
-    PyMem_RawFree(s->work);
     s->freq = f;
-    s->work = w;
     s->n = n;
     return 0;
 }
@@ -220,9 +213,7 @@ static int scratch_reserve(scratch *s, size_t n)
 static void scratch_free(scratch *s)
 {
     PyMem_RawFree(s->freq);
-    PyMem_RawFree(s->work);
     s->freq = NULL;
-    s->work = NULL;
     s->n = 0;
 }
 
@@ -266,7 +257,6 @@ static PyObject *Encoder_new(PyTypeObject *type, PyObject *args, PyObject *kwarg
         return NULL;
     ncz_encoder_init(&self->enc);
     self->ws.freq = NULL;
-    self->ws.work = NULL;
     self->ws.n = 0;
     self->lifecycle = ACTIVE;
     self->lock = PyThread_allocate_lock();
@@ -382,7 +372,7 @@ static PyObject *Encoder_encode_logits(EncoderObject *self, PyObject *args, PyOb
     }
     Py_BEGIN_ALLOW_THREADS
     status = ncz_encode_logits(&self->enc, (const float *)view.buf, n, c_index(a.symbol),
-                               c_precision(a.precision), self->ws.freq, self->ws.work);
+                               c_precision(a.precision), self->ws.freq);
     Py_END_ALLOW_THREADS
     PyThread_release_lock(self->lock);
     PyBuffer_Release(&view);
@@ -501,7 +491,6 @@ static PyObject *Decoder_new(PyTypeObject *type, PyObject *args, PyObject *kwarg
     ncz_decoder_init(&self->dec, (const uint8_t *)PyBytes_AS_STRING(data),
                      (size_t)PyBytes_GET_SIZE(data));
     self->ws.freq = NULL;
-    self->ws.work = NULL;
     self->ws.n = 0;
     self->lifecycle = ACTIVE;
     self->lock = PyThread_allocate_lock();
@@ -629,7 +618,7 @@ static PyObject *Decoder_decode_logits(DecoderObject *self, PyObject *args, PyOb
     }
     Py_BEGIN_ALLOW_THREADS
     status = ncz_decode_logits(&self->dec, (const float *)view.buf, n,
-                               c_precision(a.precision), self->ws.freq, self->ws.work, &symbol);
+                               c_precision(a.precision), self->ws.freq, &symbol);
     Py_END_ALLOW_THREADS
     PyThread_release_lock(self->lock);
     PyBuffer_Release(&view);

@@ -17,11 +17,6 @@
 #define NCZ_MIN_PRECISION 1u
 #define NCZ_MAX_PRECISION 31u
 
-/* Weights of logits more than this many nats below the maximum are 0 (the symbol keeps its
- * minimum frequency of 1), so the exp is skipped for them. e^-64 ~ 1.6e-28 is far below what a
- * 2^31 table can represent. */
-#define NCZ_CUTOFF 64.0
-
 /* Status codes. 0 is success; module.c turns the others into exceptions in one place. */
 enum {
     NCZ_OK = 0,
@@ -87,16 +82,14 @@ int ncz_decode_freqs(ncz_decoder *d, const uint32_t *freq, size_t n, unsigned pr
 
 /* float32 logits -> frequencies, each >= 1, summing to exactly 2^precision; needs
  * 1 <= n <= 2^precision / 2. Bit-identical on every IEEE-754 platform. freq_out may alias
- * logits. ncz_quantize allocates its n-double workspace; ncz_quantize_ws takes one. */
+ * logits; no other memory is used. */
 int ncz_quantize(const float *logits, size_t n, unsigned precision, uint32_t *freq_out);
-int ncz_quantize_ws(const float *logits, size_t n, unsigned precision, uint32_t *freq_out,
-                    double *work);
 
-/* One C call per token: quantize into freq_ws (n uint32) using work (n doubles), then code. */
+/* One C call per token: quantize into freq_ws (n uint32), then code. */
 int ncz_encode_logits(ncz_encoder *e, const float *logits, size_t n, size_t symbol,
-                      unsigned precision, uint32_t *freq_ws, double *work);
+                      unsigned precision, uint32_t *freq_ws);
 int ncz_decode_logits(ncz_decoder *d, const float *logits, size_t n, unsigned precision,
-                      uint32_t *freq_ws, double *work, size_t *symbol_out);
+                      uint32_t *freq_ws, size_t *symbol_out);
 
 /* Diagnostics only, never used for coding (uses libm): -log2 softmax(logits)[symbol], with the
  * quantizer's conventions (NaN = -inf; all -inf = uniform; +inf logits share all the mass).

@@ -15,24 +15,38 @@ MASK64 = (1 << 64) - 1
 TOP = 1 << 56
 MIN_PRECISION = 1
 MAX_PRECISION = 31
-CUTOFF = 64.0
 
 
-def _from_bits(bits: int) -> float:
-    return struct.unpack("<d", struct.pack("<Q", bits))[0]
+def _f32(x: float) -> float:
+    """Round a double to the nearest float32, overflowing to inf like float32 arithmetic.
+
+    The double result of one operation on float32 operands, rounded to float32, equals the
+    float32 operation's result (53 >= 2 * 24 + 2), so this repeats C's float arithmetic."""
+    import numpy as np
+
+    with np.errstate(over="ignore"):
+        return float(np.float32(x))
 
 
-# Same bit patterns as cdf.c: log2(e), and a_k = ln2^k / k! for k = 0..12, rounded to nearest.
-LOG2E = _from_bits(0x3FF71547652B82FE)
-EXP2_POLY = tuple(
-    _from_bits(b)
-    for b in (
-        0x3FF0000000000000, 0x3FE62E42FEFA39EF, 0x3FCEBFBDFF82C58F, 0x3FAC6B08D704A0C0,
-        0x3F83B2AB6FBA4E77, 0x3F55D87FE78A6731, 0x3F2430912F86C787, 0x3EEFFCBFC588B0C7,
-        0x3EB62C0223A5C824, 0x3E7B5253D395E7C4, 0x3E3E4CF5158B8ECA, 0x3DFE8CAC7351BB25,
-        0x3DBC3BD650FC2986,
-    )
-)
+# Same constants as cdf.c: 256 / ln 2 rounded to float32 (given by its bits), and the table
+# POW2_FRAC[j] = 2^(31 - j/256) rounded to nearest, computed here with 60 exact digits.
+STEP_SCALE = struct.unpack("<f", struct.pack("<I", 0x43B8AA3B))[0]
+LOG_STEPS_PER_BIT = 256
+LOG_STEP_LIMIT = 32 * LOG_STEPS_PER_BIT
+
+
+def _pow2_frac_table() -> tuple[int, ...]:
+    from decimal import ROUND_HALF_EVEN, Decimal, localcontext
+
+    with localcontext() as ctx:
+        ctx.prec = 60
+        return tuple(
+            int((Decimal(2) ** (31 - Decimal(j) / 256)).to_integral_value(rounding=ROUND_HALF_EVEN))
+            for j in range(LOG_STEPS_PER_BIT)
+        )
+
+
+POW2_FRAC = _pow2_frac_table()
 
 
 def _check_interval(cum: int, freq: int, precision: int) -> None:
@@ -162,30 +176,11 @@ def encode_symbols(freq_tables: Iterable[Sequence[int]], symbols: Iterable[int],
 # ---------------------------------------------------------------------------- quantizer
 
 
-def exp_approx(x: float) -> float:
-    """e**x for x in [-CUTOFF, 0], exactly as cdf.c computes it."""
-    y = x * LOG2E
-    n = int(y)  # truncates toward zero, like the C cast
-    if float(n) > y:
-        n -= 1
-    f = y - float(n)
-    a = EXP2_POLY
-    f2 = f * f
-    f4 = f2 * f2
-    f8 = f4 * f4
-    q0 = a[0] + a[1] * f
-    q1 = a[2] + a[3] * f
-    q2 = a[4] + a[5] * f
-    q3 = a[6] + a[7] * f
-    q4 = a[8] + a[9] * f
-    q5 = a[10] + a[11] * f
-    r0 = q0 + q1 * f2
-    r1 = q2 + q3 * f2
-    r2 = q4 + q5 * f2
-    s0 = r0 + r1 * f4
-    s1 = r2 + a[12] * f4
-    p = s0 + s1 * f8
-    return p * _from_bits((n + 1023) << 52)
+def weight_of(v: float, mf: float) -> int:
+    """cdf.c's weight_of: 2^(31 - k/256) for k 1/256-bit steps below the maximum, in fixed point."""
+    steps = _f32(_f32(mf - v) * STEP_SCALE)  # two float32 operations, each rounded
+    k = int(steps) if steps < LOG_STEP_LIMIT else LOG_STEP_LIMIT  # NaN and -inf: the limit
+    return POW2_FRAC[k % LOG_STEPS_PER_BIT] >> (k // LOG_STEPS_PER_BIT)
 
 
 def _as_float32_list(logits) -> list[float]:
@@ -216,23 +211,18 @@ def quantize(logits, precision: int) -> list[int]:
     argmax = next((i for i, v in enumerate(values) if v == m), 0)
 
     if m == -math.inf:
-        weights = [1.0] * n
+        weights = [1] * n
     elif m == math.inf:
-        weights = [1.0 if v == math.inf else 0.0 for v in values]
+        weights = [int(v == math.inf) for v in values]
     else:
-        weights = []
-        for v in values:
-            x = v - m
-            weights.append(exp_approx(x) if x >= -CUTOFF else 0.0)
-    s = 0.0
-    for w in weights:
-        s += w
-    scale = float(budget) / s
-    freqs = [1 + int(w * scale) for w in weights]
-    diff = total - sum(freqs)
-    freqs[argmax] += diff
-    if not 1 <= freqs[argmax] <= total:
-        raise AssertionError("correction left the maximum's frequency out of range")
+        weights = [weight_of(v, m) for v in values]
+    z = sum(weights)  # exact integers: order does not matter
+    m_scale = (budget << 32) // z
+    freqs = [1 + ((w * m_scale) >> 32) for w in weights]
+    total_sum = sum(freqs)
+    if total_sum > total:
+        raise AssertionError("shares exceed the budget")
+    freqs[argmax] += total - total_sum
     return freqs
 
 
@@ -267,19 +257,12 @@ def selftest_logits() -> list[float]:
     return out
 
 
-def selftest_weights(logits: Sequence[float]) -> list[float]:
-    """The weights cdf.c leaves in its workspace for logits that have a finite maximum."""
-    m = max(v for v in logits if v == v)
-    return [exp_approx(v - m) if v - m >= -CUTOFF else 0.0 for v in logits]
-
-
 def selftest_hash() -> int:
-    """SELFTEST_HASH in cdf.c: FNV-1a over each weight's 8 bytes and frequency's 4 bytes."""
+    """SELFTEST_HASH in cdf.c: FNV-1a over the frequencies' 4 bytes at precisions 31 and 20."""
     logits = selftest_logits()
-    freqs = quantize(logits, 31)
     h = 0xCBF29CE484222325
-    for w, f in zip(selftest_weights(logits), freqs):
-        data = struct.pack("<dI", w, f)  # little-endian, like the C loop's byte order
-        for byte in data:
-            h = ((h ^ byte) * 0x100000001B3) & MASK64
+    for precision in (31, 20):
+        for f in quantize(logits, precision):
+            for byte in struct.pack("<I", f):  # little-endian, like the C loop's byte order
+                h = ((h ^ byte) * 0x100000001B3) & MASK64
     return h

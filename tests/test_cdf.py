@@ -171,24 +171,37 @@ def test_output_may_alias_the_input():
 
 def test_constants_are_the_correctly_rounded_values():
     getcontext().prec = 60
-    ln2 = Decimal(2).ln()
-    assert ref.LOG2E == float(Fraction(1 / ln2))
-    for k, a in enumerate(ref.EXP2_POLY):
-        assert a == float(Fraction(ln2**k / math.factorial(k)))
+    exact = Decimal(256) / Decimal(2).ln()
+    step = Fraction(ref.STEP_SCALE)
+    below = Fraction(float(np.nextafter(np.float32(ref.STEP_SCALE), np.float32(0))))
+    above = Fraction(float(np.nextafter(np.float32(ref.STEP_SCALE), np.float32(1e9))))
+    exact_fraction = Fraction(exact)
+    assert abs(step - exact_fraction) <= min(abs(below - exact_fraction), abs(above - exact_fraction))
+    # cdf.c's table is the reference's, entry for entry.
+    source = (Path(__file__).resolve().parent.parent / "cext" / "cdf.c").read_text()
+    body = re.search(r"POW2_FRAC\[LOG_STEPS_PER_BIT\] = \{(.*?)\};", source, re.S).group(1)
+    assert tuple(int(v) for v in re.findall(r"(\d+)u", body)) == ref.POW2_FRAC
+    assert ref.POW2_FRAC[0] == 1 << 31 and len(ref.POW2_FRAC) == 256
 
 
-def test_exp_approx_accuracy_and_monotonicity():
-    assert ref.exp_approx(0.0) == 1.0
-    xs = np.concatenate([np.linspace(-64.0, 0.0, 20001), -np.logspace(-20, 1.8, 2000)])
-    xs = np.unique(xs)  # ascending
-    values = [ref.exp_approx(float(x)) for x in xs]
-    assert all(a <= b for a, b in zip(values, values[1:]))
-    worst = max(abs(v / math.exp(x) - 1.0) for x, v in zip(xs.tolist(), values))
-    assert worst < 2e-12
-    # p(1) < 2 keeps the result monotone where floor(y) steps: just below each power of two.
-    for n in range(-92, 1):
-        below = np.nextafter(float(n), -math.inf) / ref.LOG2E
-        assert ref.exp_approx(below) <= ref.exp_approx(n / ref.LOG2E) + 1e-300
+def test_weights_are_monotone_and_within_one_step_of_exact():
+    """weight_of(v) ~ 2^31 e^(v - m): truncating the distance to whole 1/256-bit steps only ever
+    rounds the weight up, by less than a factor 2^(1/256) (plus the float32 rounding of the
+    distance and of the table)."""
+    m = np.float32(7.25)
+    distances = np.unique(np.concatenate([np.linspace(0, 23, 40001), np.logspace(-7, 1.3, 2000)]))
+    values = (m - distances.astype(np.float32)).astype(np.float32)
+    values = np.unique(values)[::-1]  # descending logits: weights must not increase
+    weights = [ref.weight_of(float(v), float(m)) for v in values]
+    assert weights[0] == 1 << 31
+    assert all(a >= b for a, b in zip(weights, weights[1:]))
+    for v, w in zip(values.tolist()[::97], weights[::97]):
+        exact = 2.0**31 * math.exp(v - float(m))
+        if exact >= 2**20:  # where truncation to an integer does not dominate
+            assert exact * (1 - 1e-6) <= w <= exact * 2 ** (1 / 256) * (1 + 1e-6)
+    assert ref.weight_of(float(m) - 21.4, float(m)) > 0
+    assert ref.weight_of(float(m) - 21.6, float(m)) == 0
+    assert ref.weight_of(math.nan, float(m)) == 0 and ref.weight_of(-math.inf, float(m)) == 0
 
 
 def test_ideal_bits():
@@ -329,8 +342,8 @@ def portable_logits(n: int, seed: int) -> np.ndarray:
     return x
 
 
-GOLDEN_TABLE_SHA256 = "d75101aa2b08063423b4e277f1780113615b4075dcf5bd3f8649e07d2bee2284"
-GOLDEN_STREAM_HEX = "0004e612d5c51ad2567b837054fb57bb9ab67ddf19"
+GOLDEN_TABLE_SHA256 = "9f817dd934e1d73de055cbb1635eee9f7b10517f36f80b00efdf77ee3897d75f"
+GOLDEN_STREAM_HEX = "0004ec5d0b7fc60a378827e028d74b5c7d16a8210c"
 
 
 def test_golden_frequency_table():
