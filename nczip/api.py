@@ -21,7 +21,7 @@ Progress = Callable[[int, int], None]
 
 # Header parameter keys this version writes and understands; any other set is refused, because
 # an unknown parameter may change the bits in a way this decoder cannot repeat.
-_PARAM_KEYS = frozenset({"cdf_bits", "check_every", "keep", "n_batch", "n_vocab", "window"})
+_PARAM_KEYS = frozenset({"cdf_bits", "check_every", "keep", "lane_tokens", "lanes", "n_batch", "n_vocab", "window"})
 DEFAULT_MODEL_NAME = "gemma-3-270m-q4_k_m.gguf"
 
 
@@ -46,8 +46,9 @@ class Compressor:
 
     Options have the CLI's names and defaults: ``model`` (a GGUF path; None for the default
     Gemma-3-270M), ``threads`` (None: physical cores), ``window`` and ``keep`` (context tokens),
-    ``cdf_bits`` (CDF precision), ``check_every`` (tokens between drift checkpoints). Invalid
-    values raise ValueError naming the valid range.
+    ``cdf_bits`` (CDF precision), ``check_every`` (steps between drift checkpoints), ``lanes``
+    (the most lanes a segment is coded in, in lockstep) and ``lane_tokens`` (the fewest tokens
+    per lane). Invalid values raise ValueError naming the valid range.
 
     >>> from nczip import Compressor
     >>> with Compressor() as c:
@@ -65,9 +66,16 @@ class Compressor:
         keep: int | None = None,
         cdf_bits: int = CodecParams.cdf_bits,
         check_every: int = CodecParams.check_every,
+        lanes: int = CodecParams.lanes,
+        lane_tokens: int = CodecParams.lane_tokens,
     ):
         self.params = CodecParams(
-            window=window, keep=window // 2 if keep is None else keep, cdf_bits=cdf_bits, check_every=check_every
+            window=window,
+            keep=window // 2 if keep is None else keep,
+            cdf_bits=cdf_bits,
+            check_every=check_every,
+            lanes=lanes,
+            lane_tokens=lane_tokens,
         )
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 256):
             raise ValueError(f"threads must be an integer in 1..256, got {threads!r}")
@@ -85,13 +93,11 @@ class Compressor:
         return self._model_file
 
     def _loaded_model(self, n_ctx: int) -> LanguageModel:
-        if self._model is not None and self._model.n_ctx >= n_ctx:
+        """The model, loaded once; the codec shapes its context per segment (configure)."""
+        if self._model is not None:
             return self._model
         from .models.llama_cpp import LlamaCppModel  # imported late: `nczip info` needs no llama.cpp
 
-        if self._model is not None:
-            self._model.close()
-            self._model = None
         self._model = LlamaCppModel(self.model_file(), n_ctx=n_ctx, threads=self.threads)
         self.models_loaded += 1
         return self._model
@@ -139,6 +145,8 @@ class Compressor:
                 "cdf_bits": self.params.cdf_bits,
                 "check_every": self.params.check_every,
                 "keep": self.params.keep,
+                "lane_tokens": self.params.lane_tokens,
+                "lanes": self.params.lanes,
                 "n_batch": DEFAULT_N_BATCH,
                 "n_vocab": self._model.n_vocab if uses_model and self._model is not None else 0,
                 "window": self.params.window,
@@ -261,6 +269,8 @@ def check_header(header: Header) -> CodecParams:
             keep=header.params["keep"],
             cdf_bits=header.params["cdf_bits"],
             check_every=header.params["check_every"],
+            lanes=header.params["lanes"],
+            lane_tokens=header.params["lane_tokens"],
         )
     except ValueError as exc:
         raise FormatError(f"archive has invalid coding parameters: {exc}") from None

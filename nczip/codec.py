@@ -1,8 +1,11 @@
 """The coding loop for one LLM segment: model logits -> integer CDF -> range coder.
 
-Encoder and decoder walk the same SlidingWindow, so they make the same model calls with the same
-batch shapes and get the same floats; the C extension turns those floats into the same integer
-frequencies on both sides (see cext/cdf.c).
+A segment's tokens are split into lanes (contiguous runs) that are coded in lockstep: one model
+call per step evaluates the next token of every lane, which is what makes a 2-core CPU fast
+(llama.cpp does 16 rows in far less than 16 times one row's time). The coder interleaves the
+lanes' symbols step by step, in lane order. Encoder and decoder walk the same schedule, so they
+make the same model calls with the same batch shapes and get the same floats; the C extension
+turns those floats into the same integer frequencies on both sides (see cext/cdf.c).
 """
 from __future__ import annotations
 
@@ -16,23 +19,24 @@ import numpy as np
 
 from . import _cext
 from .errors import CorruptSegmentError, DriftError
-from .models.llm import LanguageModel, SlidingWindow
+from .models.llm import LanguageModel, LockstepLanes
 
 # Progress callbacks receive the token ids coded since the last call.
 Progress = Callable[[Sequence[int]], None]
-_PROGRESS_EVERY = 16
 
 
 @dataclass(frozen=True)
 class CodecParams:
     """Every number that changes the coded bits; all of them go into the archive header."""
 
-    window: int = 4096  # tokens in the context, BOS included: chosen by bench/window_sizes.py
-    keep: int = 2048  # tokens kept when the window slides
+    window: int = 4096  # tokens in each lane's context, BOS included: chosen by bench/window_sizes.py
+    keep: int = 2048  # tokens kept when a lane's window slides
     cdf_bits: int = 31  # the integer CDF sums to 2**cdf_bits
-    # A 2-byte checkpoint of the logits at token 0 and every check_every tokens: 16 bits per
-    # ~14,000 coded bits (4096 tokens at ~3.5 bits) is 0.11% of the archive.
+    # A 2-byte checkpoint of the logits at step 0 and every check_every steps (a step codes one
+    # token in each lane): 16 bits per >= 4096 tokens at ~3.5 bits is <= 0.11% of the archive.
     check_every: int = 4096
+    lanes: int = 1  # the most lanes a segment is split into, coded in lockstep
+    lane_tokens: int = 1024  # the fewest tokens a lane gets: shorter segments get fewer lanes
 
     def __post_init__(self):
         if not 2 <= self.window <= 1 << 17:
@@ -42,22 +46,47 @@ class CodecParams:
         if not 20 <= self.cdf_bits <= 31:
             raise ValueError(f"cdf_bits must be in 20..31, got {self.cdf_bits}")
         if not 1 <= self.check_every <= 1 << 30:
-            raise ValueError(f"check_every must be in 1..{1 << 30} tokens, got {self.check_every}")
+            raise ValueError(f"check_every must be in 1..{1 << 30} steps, got {self.check_every}")
+        if not 1 <= self.lanes <= MAX_LANES:
+            raise ValueError(f"lanes must be in 1..{MAX_LANES}, got {self.lanes}")
+        if not 1 <= self.lane_tokens <= 1 << 30:
+            raise ValueError(f"lane_tokens must be in 1..{1 << 30}, got {self.lane_tokens}")
 
 
+# Rows per evaluation call stay within llama.cpp's batch (512) and its sequence limit (256).
+MAX_LANES = 256
 CHECKPOINT_BYTES = 2
 
 
+def lane_count(tokens: int, params: CodecParams) -> int:
+    """Lanes for a segment of `tokens` tokens: as many as allowed, each >= lane_tokens long."""
+    return max(1, min(params.lanes, tokens // params.lane_tokens))
+
+
+def lane_bounds(tokens: int, lanes: int) -> list[int]:
+    """Lane i codes tokens[bounds[i]:bounds[i + 1]]: contiguous, lengths differing by <= 1."""
+    return [i * tokens // lanes for i in range(lanes + 1)]
+
+
+def step_count(tokens: int, params: CodecParams) -> int:
+    """Lockstep steps for a segment: the longest lane's length."""
+    return -(-tokens // lane_count(tokens, params)) if tokens else 0
+
+
 def checkpoint_count(tokens: int, params: CodecParams) -> int:
-    """Checkpoints in a segment of `tokens` tokens: at token 0, check_every, 2*check_every, ..."""
-    return 0 if tokens == 0 else (tokens - 1) // params.check_every + 1
+    """Checkpoints in a segment: at step 0, check_every, 2*check_every, ..."""
+    steps = step_count(tokens, params)
+    return 0 if steps == 0 else (steps - 1) // params.check_every + 1
 
 
-def _fingerprint(logits) -> bytes:
-    """2 bytes of CRC-32 over the exact float32 bits: any difference in the model's arithmetic
-    shows, even one too small to change a frequency yet."""
-    little_endian = np.asarray(logits).astype("<f4", copy=False)  # a no-op view on x86 and ARM
-    return (zlib.crc32(little_endian) & 0xFFFF).to_bytes(CHECKPOINT_BYTES, "little")
+def _fingerprint(rows: Sequence) -> bytes:
+    """2 bytes of CRC-32 over the exact float32 bits of a step's logits, lane after lane: any
+    difference in the model's arithmetic shows, even one too small to change a frequency yet."""
+    crc = 0
+    for logits in rows:
+        little_endian = np.asarray(logits).astype("<f4", copy=False)  # a no-op view on x86 and ARM
+        crc = zlib.crc32(little_endian, crc)
+    return (crc & 0xFFFF).to_bytes(CHECKPOINT_BYTES, "little")
 
 
 @dataclass
@@ -70,6 +99,23 @@ class CodingStats:
     measure_ideal: bool = False
 
 
+class _Schedule:
+    """Which lane codes which token at each step, identical for encoder and decoder."""
+
+    def __init__(self, model: LanguageModel, count: int, params: CodecParams):
+        self.lanes = lane_count(count, params)
+        self.bounds = lane_bounds(count, self.lanes)
+        self.lengths = [self.bounds[i + 1] - self.bounds[i] for i in range(self.lanes)]
+        self.steps = max(self.lengths) if count else 0
+        model.configure(params.window, self.lanes)
+        self.context = LockstepLanes(model, params.window, params.keep, self.lanes)
+
+    def active(self, step: int) -> list[int]:
+        """Lanes that code a token at this step (lengths differ by <= 1: a prefix test would do,
+        but this stays right for any bounds)."""
+        return [lane for lane in range(self.lanes) if step < self.lengths[lane]]
+
+
 def encode_tokens(
     model: LanguageModel,
     tokens: Sequence[int],
@@ -79,23 +125,29 @@ def encode_tokens(
     stats: CodingStats | None = None,
 ) -> bytes:
     encoder = _cext.Encoder()
-    window = SlidingWindow(model, params.window, params.keep)
     started = time.perf_counter()
-    logits = window.start()
+    if not tokens:
+        return encoder.finish()
+    schedule = _Schedule(model, len(tokens), params)
+    bounds = schedule.bounds
+    logits = schedule.context.start()
     checkpoints = bytearray()
-    last = len(tokens) - 1
-    for i, token in enumerate(tokens):
-        if i % params.check_every == 0:
+    measure = stats is not None and stats.measure_ideal
+    for step in range(schedule.steps):
+        lanes = schedule.active(step)
+        if step % params.check_every == 0:
             checkpoints += _fingerprint(logits)
-        if stats is not None and stats.measure_ideal:
-            stats.ideal_bits += _cext.ideal_bits(logits, token)
-        encoder.encode_logits(logits, token, params.cdf_bits)
-        if i != last:  # the prediction after the final token would never be used
-            logits = window.advance(token)
-        if progress is not None and (i + 1) % _PROGRESS_EVERY == 0:
-            progress(tokens[i + 1 - _PROGRESS_EVERY : i + 1])
-    if progress is not None and len(tokens) % _PROGRESS_EVERY:
-        progress(tokens[len(tokens) - len(tokens) % _PROGRESS_EVERY :])
+        coded = [tokens[bounds[lane] + step] for lane in lanes]
+        for row, token in zip(logits, coded):
+            if measure:
+                stats.ideal_bits += _cext.ideal_bits(row, token)
+            encoder.encode_logits(row, token, params.cdf_bits)
+        if progress is not None:
+            progress(coded)
+        # Lanes with a token left need the prediction after this one.
+        going = [i for i, lane in enumerate(lanes) if step + 1 < schedule.lengths[lane]]
+        if going:
+            logits = schedule.context.advance([lanes[i] for i in going], [coded[i] for i in going])
     if stats is not None:
         stats.tokens += len(tokens)
         stats.seconds += time.perf_counter() - started
@@ -121,33 +173,48 @@ def decode_tokens(
         )
     stream, checkpoints = payload[: len(payload) - n_check], payload[len(payload) - n_check :]
     decoder = _cext.Decoder(stream)
-    window = SlidingWindow(model, params.window, params.keep)
-    logits = window.start()
-    tokens: list[int] = []
+    if count == 0:
+        _check_stream_end(decoder, stream, segment_index)
+        return []
+    schedule = _Schedule(model, count, params)
+    bounds = schedule.bounds
+    out = [0] * count
+    logits = schedule.context.start()
+    done = 0
     try:
-        for i in range(count):
-            if i % params.check_every == 0:
-                k = i // params.check_every
+        for step in range(schedule.steps):
+            lanes = schedule.active(step)
+            if step % params.check_every == 0:
+                k = step // params.check_every
+                where = f" of each of its {schedule.lanes} lanes" if schedule.lanes > 1 else ""
                 if _fingerprint(logits) != checkpoints[k * CHECKPOINT_BYTES : (k + 1) * CHECKPOINT_BYTES]:
                     raise DriftError(
                         f"segment {segment_index + 1}: the model's predictions differ from the encoder's "
-                        f"at token {i} (checkpoint {k + 1}); this model file, llama.cpp build or CPU "
-                        "computes different floats than the one that compressed the archive",
+                        f"at token {step}{where} (checkpoint {k + 1}); this model file, llama.cpp build "
+                        "or CPU computes different floats than the one that compressed the archive",
                         segment_index,
-                        i,
+                        step,
                     )
-            token = decoder.decode_logits(logits, params.cdf_bits)
-            tokens.append(token)
-            if i != count - 1:
-                logits = window.advance(token)
-            if progress is not None and (i + 1) % _PROGRESS_EVERY == 0:
-                progress(tokens[i + 1 - _PROGRESS_EVERY :])
+            coded = []
+            for row, lane in zip(logits, lanes):
+                token = decoder.decode_logits(row, params.cdf_bits)
+                out[bounds[lane] + step] = token
+                coded.append(token)
+            done += len(lanes)
+            if progress is not None:
+                progress(coded)
+            going = [i for i, lane in enumerate(lanes) if step + 1 < schedule.lengths[lane]]
+            if going:
+                logits = schedule.context.advance([lanes[i] for i in going], [coded[i] for i in going])
     except _cext.CoderError as exc:
         raise CorruptSegmentError(
-            f"segment {segment_index + 1} does not decode at token {len(tokens)}: {exc}", segment_index
+            f"segment {segment_index + 1} does not decode at token {done}: {exc}", segment_index
         ) from None
-    if progress is not None and count % _PROGRESS_EVERY:
-        progress(tokens[count - count % _PROGRESS_EVERY :])
+    _check_stream_end(decoder, stream, segment_index)
+    return out
+
+
+def _check_stream_end(decoder, stream: bytes, segment_index: int) -> None:
     # The decoder reads 8 bytes ahead and the encoder's tail is 1..8 bytes, so a clean stream
     # ends with every payload byte consumed and at most 7 zero bytes read past the end.
     if decoder.position != len(stream) or decoder.overrun > 7:
@@ -156,4 +223,3 @@ def decode_tokens(
             f"token count says (read {decoder.position} of {len(stream)} bytes, {decoder.overrun} past the end)",
             segment_index,
         )
-    return tokens

@@ -14,7 +14,7 @@ from nczip import container
 from nczip.api import Compressor
 from nczip.codec import CodecParams, decode_tokens, encode_tokens
 from nczip.errors import ChecksumError, CorruptSegmentError, FormatError, ModelMismatchError, NczipError
-from nczip.models.llm import SlidingWindow
+from nczip.models.llm import LockstepLanes
 
 CASES = edge_cases()
 
@@ -43,6 +43,45 @@ def test_arbitrary_inputs_round_trip(tiny_compressor, data):
     assert tiny_compressor.decompress(tiny_compressor.compress(data)) == data
 
 
+@pytest.fixture(scope="module")
+def lanes_compressor(tiny_gguf):
+    """Up to 5 lanes of at least 8 tokens, windows of 24: lanes, slides and ragged ends all show
+    up on short inputs."""
+    with Compressor(model=tiny_gguf, threads=1, window=24, lanes=5, lane_tokens=8) as c:
+        yield c
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_edge_cases_round_trip_in_lanes(lanes_compressor, name):
+    data = CASES[name]
+    assert lanes_compressor.decompress(lanes_compressor.compress(data)) == data
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.binary(max_size=300) | st.text(max_size=200).map(lambda s: s.encode("utf-8", "surrogatepass")))
+def test_arbitrary_inputs_round_trip_in_lanes(lanes_compressor, data):
+    assert lanes_compressor.decompress(lanes_compressor.compress(data)) == data
+
+
+@pytest.mark.parametrize("count", [1, 7, 8, 16, 17, 39, 40, 41, 200])
+def test_every_lane_split_round_trips(tiny_model, count):
+    """Token counts around the lane thresholds: 1..5 lanes, lengths differing by one."""
+    ids = [tiny_model.byte_token(b) for b in (b"lockstep lanes! " * 13)[:count]]
+    params = CodecParams(window=24, keep=9, lanes=5, lane_tokens=8)
+    payload = encode_tokens(tiny_model, ids, params)
+    assert decode_tokens(tiny_model, payload, len(ids), params) == ids
+
+
+def test_lanes_are_independent_of_thread_count(tiny_gguf):
+    data = CASES["ascii"] * 6 + CASES["multilingual_utf8"]
+    options = dict(model=tiny_gguf, window=32, lanes=4, lane_tokens=16)
+    with Compressor(threads=1, **options) as one, Compressor(threads=2, **options) as two:
+        archive = one.compress(data)
+        assert container.read_archive(archive).segments[0].token_count >= 64  # 4 lanes
+        assert two.compress(data) == archive
+        assert two.decompress(archive) == data
+
+
 def test_same_input_gives_identical_archives(tiny_gguf):
     data = CASES["multilingual_utf8"] + CASES["ascii"] * 3
     with Compressor(model=tiny_gguf, threads=1, window=32) as a, Compressor(model=tiny_gguf, threads=1, window=32) as b:
@@ -60,7 +99,16 @@ def test_thread_count_does_not_change_the_bits(tiny_gguf):
 def test_header_records_the_parameters(tiny_gguf):
     with Compressor(model=tiny_gguf, threads=1, window=40, keep=10) as c:
         header, _ = container.read_header(c.compress(b"hello world"))
-    assert dict(header.params) == {"cdf_bits": 31, "check_every": 4096, "keep": 10, "n_batch": 512, "n_vocab": 559, "window": 40}
+    assert dict(header.params) == {
+        "cdf_bits": 31,
+        "check_every": 4096,
+        "keep": 10,
+        "lane_tokens": 1024,
+        "lanes": 1,
+        "n_batch": 512,
+        "n_vocab": 559,
+        "window": 40,
+    }
     assert header.backend == "llama.cpp"
     assert header.model_sha256 == hashlib.sha256(tiny_gguf.read_bytes()).digest()
 
@@ -136,56 +184,99 @@ def test_not_an_archive(tiny_compressor):
 
 
 class RecordingModel:
-    """Wraps a model and records every evaluate() call, to compare encoder and decoder."""
+    """Wraps a model and records every call that shapes its computation, to compare encoder
+    and decoder."""
 
     def __init__(self, model):
         self.model = model
         self.calls: list[tuple] = []
-        for name in ("identity", "n_vocab", "bos", "n_ctx", "n_batch"):
+        for name in ("identity", "n_vocab", "bos", "n_batch"):
             setattr(self, name, getattr(model, name))
+
+    n_ctx = property(lambda self: self.model.n_ctx)
+    n_lanes = property(lambda self: self.model.n_lanes)
+
+    def configure(self, n_ctx, n_lanes):
+        self.calls.append(("configure", n_ctx, n_lanes))
+        self.model.configure(n_ctx, n_lanes)
 
     def reset(self):
         self.calls.append(("reset",))
         self.model.reset()
 
-    def evaluate(self, tokens, start):
-        self.calls.append(("evaluate", tuple(tokens), start))
-        return self.model.evaluate(tokens, start)
+    def clear_lane(self, lane):
+        self.calls.append(("clear_lane", lane))
+        self.model.clear_lane(lane)
+
+    def evaluate(self, tokens, start, lane=0):
+        self.calls.append(("evaluate", tuple(tokens), start, lane))
+        return self.model.evaluate(tokens, start, lane)
+
+    def evaluate_rows(self, tokens, positions, lanes):
+        self.calls.append(("rows", tuple(tokens), tuple(positions), tuple(lanes)))
+        return self.model.evaluate_rows(tokens, positions, lanes)
 
 
-def test_encoder_and_decoder_make_identical_model_calls(tiny_model):
+@pytest.mark.parametrize("lanes", [1, 3])
+def test_encoder_and_decoder_make_identical_model_calls(tiny_model, lanes):
     ids = [tiny_model.byte_token(b) for b in b"abcdefghijklmnopqrstuvwxyz" * 3]
-    params = CodecParams(window=20, keep=7)
+    params = CodecParams(window=20, keep=7, lanes=lanes, lane_tokens=10)
     enc, dec = RecordingModel(tiny_model), RecordingModel(tiny_model)
     payload = encode_tokens(enc, ids, params)
     assert decode_tokens(dec, payload, len(ids), params) == ids
     assert enc.calls == dec.calls
-    assert sum(1 for c in enc.calls if c[0] == "reset") > 3  # the window slid
+    assert ("configure", 20, lanes) in enc.calls
+    assert sum(1 for c in enc.calls if c[0] == "clear_lane") >= 3  # every lane slid
+    if lanes > 1:  # lockstep: one call carries a row of every lane
+        assert ("rows", tuple(ids[i * 26] for i in range(3)), (1, 1, 1), (0, 1, 2)) in enc.calls
 
 
-def test_sliding_window_keeps_bos_and_the_last_tokens(tiny_model):
+def test_lanes_keep_bos_and_the_last_tokens(tiny_model):
     rec = RecordingModel(tiny_model)
-    window = SlidingWindow(rec, window=6, keep=3)
-    window.start()
+    rec.configure(6, 2)
+    lanes = LockstepLanes(rec, window=6, keep=3, n_lanes=2)
+    lanes.start()
     for t in range(10, 20):
-        window.advance(t)
-    evaluations = [c for c in rec.calls if c[0] == "evaluate"]
-    # BOS, then tokens one by one until 6 positions are filled, then BOS + the last 3 tokens.
-    assert evaluations[0] == ("evaluate", (tiny_model.bos,), 0)
-    assert evaluations[1:6] == [("evaluate", (t,), p) for p, t in zip(range(1, 6), range(10, 15))]
-    assert evaluations[6] == ("evaluate", (tiny_model.bos, 13, 14, 15), 0)
+        lanes.advance([0, 1], [t, t + 100])
+    evaluations = [c for c in rec.calls if c[0] in ("rows", "evaluate", "clear_lane")]
+    # BOS in both lanes, then one row per lane until 6 positions are filled, then each lane
+    # restarts as BOS + its last 3 tokens (a call of its own), before the remaining rows.
+    assert evaluations[0] == ("rows", (tiny_model.bos, tiny_model.bos), (0, 0), (0, 1))
+    assert evaluations[1:6] == [("rows", (t, t + 100), (p, p), (0, 1)) for p, t in zip(range(1, 6), range(10, 15))]
+    assert evaluations[6:10] == [
+        ("clear_lane", 0),
+        ("evaluate", (tiny_model.bos, 13, 14, 15), 0, 0),
+        ("clear_lane", 1),
+        ("evaluate", (tiny_model.bos, 113, 114, 115), 0, 1),
+    ]
+    assert evaluations[10] == ("rows", (16, 116), (4, 4), (0, 1))
 
 
 def test_logits_after_a_slide_match_a_fresh_context(tiny_model):
-    """The slide's prefill must give the same floats as evaluating those tokens from scratch."""
-    window = SlidingWindow(tiny_model, window=8, keep=3)
-    window.start()
+    """The slide's prefill must give the same floats as evaluating those tokens from scratch,
+    although the lane's old cells held other data."""
+    tiny_model.configure(8, 1)
+    lanes = LockstepLanes(tiny_model, window=8, keep=3)
+    lanes.start()
     for t in range(20, 28):  # BOS + 7 tokens fill the window; the 8th token slides it
-        logits = window.advance(t)
+        (logits,) = lanes.advance([0], [t])
     slid = np.array(logits, copy=True)
-    tiny_model.reset()
+    tiny_model.configure(8, 2)  # a new, never used context
+    tiny_model.configure(8, 1)
     fresh = np.array(tiny_model.evaluate([tiny_model.bos, 25, 26, 27], 0), copy=True)
     assert np.array_equal(slid, fresh)
+
+
+def test_a_reused_context_gives_the_floats_of_a_fresh_one(tiny_gguf):
+    """Lanes are cleared without zeroing their cells; old contents must not leak into results."""
+    data = b"Reused contexts must decode like fresh ones, bit for bit. " * 30
+    params = dict(model=tiny_gguf, threads=1, window=64, lanes=4, lane_tokens=64)
+    with Compressor(**params) as c:
+        c.compress(b"Something else first, to leave the cells dirty. " * 40)
+        reused = c.compress(data)
+    with Compressor(**params) as c:
+        fresh = c.compress(data)
+    assert reused == fresh
 
 
 @pytest.mark.parametrize("window,keep", [(3, 1), (16, 1), (16, 14), (100, 50)])

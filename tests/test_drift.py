@@ -18,18 +18,32 @@ class PerturbedModel:
     def __init__(self, model, start: int, delta: float = 1e-6):
         self.model, self.start, self.delta = model, start, delta
         self.calls = 0
-        for name in ("identity", "n_vocab", "bos", "n_ctx", "n_batch"):
+        for name in ("identity", "n_vocab", "bos", "n_batch"):
             setattr(self, name, getattr(model, name))
+
+    n_ctx = property(lambda self: self.model.n_ctx)
+    n_lanes = property(lambda self: self.model.n_lanes)
+
+    def configure(self, n_ctx, n_lanes):
+        self.model.configure(n_ctx, n_lanes)
 
     def reset(self):
         self.model.reset()
 
-    def evaluate(self, tokens, start):
-        logits = np.array(self.model.evaluate(tokens, start), copy=True)
+    def clear_lane(self, lane):
+        self.model.clear_lane(lane)
+
+    def _perturb(self, logits):
         if self.calls >= self.start:
-            logits[7] += self.delta * max(1.0, abs(float(logits[7])))
+            logits[..., 7] += self.delta * np.maximum(1.0, np.abs(logits[..., 7]))
         self.calls += 1
         return logits
+
+    def evaluate(self, tokens, start, lane=0):
+        return self._perturb(np.array(self.model.evaluate(tokens, start, lane), copy=True))
+
+    def evaluate_rows(self, tokens, positions, lanes):
+        return self._perturb(np.array(self.model.evaluate_rows(tokens, positions, lanes), copy=True))
 
 
 def ids_of(model, data: bytes) -> list[int]:

@@ -2,8 +2,8 @@
 
 Decoding is only correct if the decoder computes bit-identical logits, and backends give different
 floats for different batch shapes. So the codec never talks to a model directly: it goes through
-SlidingWindow, which turns "the next token is t" into exactly the same sequence of evaluate() calls
-on the encoder and the decoder, slides included.
+LockstepLanes, which turns "the next tokens are t..." into exactly the same sequence of evaluation
+calls on the encoder and the decoder, slides included.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ class ModelIdentity:
 
 
 class LanguageModel(Protocol):
-    """A deterministic next-token predictor.
+    """A deterministic next-token predictor over one or more lanes (independent sequences).
 
     The same sequence of calls must give bit-identical logits, whatever the thread count.
     """
@@ -31,17 +31,28 @@ class LanguageModel(Protocol):
     identity: ModelIdentity
     n_vocab: int
     bos: int
-    n_ctx: int  # positions the backend's context can hold
-    n_batch: int  # tokens per evaluation call when prefilling
+    n_ctx: int  # positions each lane can hold
+    n_lanes: int  # lanes the current context holds
+    n_batch: int  # tokens (rows) per evaluation call
+
+    def configure(self, n_ctx: int, n_lanes: int) -> None:
+        """Empty context(s) for n_lanes lanes of at least n_ctx positions each."""
 
     def reset(self) -> None:
-        """Forget the whole context."""
+        """Forget every lane."""
 
-    def evaluate(self, tokens: Sequence[int], start: int) -> np.ndarray:
-        """Append tokens at positions start.. and return float32 logits after the last one.
+    def clear_lane(self, lane: int) -> None:
+        """Forget one lane."""
+
+    def evaluate(self, tokens: Sequence[int], start: int, lane: int = 0) -> np.ndarray:
+        """Append tokens to a lane at positions start.. (in n_batch chunks) and return float32
+        logits after the last one.
 
         The returned array may be a view into backend memory, valid until the next call.
         """
+
+    def evaluate_rows(self, tokens: Sequence[int], positions: Sequence[int], lanes: Sequence[int]) -> np.ndarray:
+        """One call: append tokens[i] to lanes[i] at positions[i]; logits of every row, (rows, vocab)."""
 
     def tokenize(self, text: bytes) -> list[int]:
         """The model's own tokenization of valid UTF-8 text (no BOS, no special-token parsing)."""
@@ -56,41 +67,64 @@ class LanguageModel(Protocol):
         """Release the backend's memory."""
 
 
-class SlidingWindow:
-    """Feeds tokens to a model one at a time, keeping BOS at the start of every window.
+class LockstepLanes:
+    """Feeds n lanes to a model in lockstep: one evaluation call per step, one row per lane.
 
-    When the window is full, the context restarts as BOS + the last `keep` tokens, prefilled in
-    n_batch chunks. Gemma loses about 3% without its BOS at the window start, so it is kept.
+    Each lane has a window of its own with BOS at position 0. When a lane's window is full, it
+    restarts as BOS + its last `keep` tokens, prefilled in n_batch chunks by a call of its own
+    (before the step's row call). Gemma loses about 3% without its BOS at the window start, so
+    it is kept. Batched rows give other floats than single rows, which is fine because the
+    encoder and the decoder make exactly the same calls: lanes, order and shapes follow from the
+    token counts alone.
     """
 
-    def __init__(self, model: LanguageModel, window: int, keep: int):
+    def __init__(self, model: LanguageModel, window: int, keep: int, n_lanes: int = 1):
         if not 2 <= window <= model.n_ctx:
             raise ValueError(f"window must be in 2..{model.n_ctx}, got {window}")
         if not 1 <= keep <= window - 2:
             raise ValueError(f"keep must be in 1..{window - 2}, got {keep}")
+        if not 1 <= n_lanes <= model.n_lanes:
+            raise ValueError(f"n_lanes must be in 1..{model.n_lanes}, got {n_lanes}")
         self.model = model
         self.window = window
         self.keep = keep
-        self._recent: list[int] = []
-        self._filled = 0
+        self.n_lanes = n_lanes
+        self._recent: list[list[int]] = [[] for _ in range(n_lanes)]
+        self._filled = [0] * n_lanes
 
-    def start(self) -> np.ndarray:
-        """Begin a new stream: the logits that predict its first token."""
+    def start(self) -> list[np.ndarray]:
+        """Begin: the logits that predict each lane's first token (one call of n BOS rows)."""
         self.model.reset()
-        self._recent = []
-        self._filled = 1
-        return self.model.evaluate([self.model.bos], 0)
+        n = self.n_lanes
+        self._recent = [[] for _ in range(n)]
+        self._filled = [1] * n
+        rows = self.model.evaluate_rows([self.model.bos] * n, [0] * n, range(n))
+        return [rows[i] for i in range(n)]
 
-    def advance(self, token: int) -> np.ndarray:
-        """Append the token just coded and return the logits that predict the next one."""
-        self._recent.append(token)
-        if len(self._recent) > 2 * self.keep + 64:  # trim now and then, not every token
-            del self._recent[: -self.keep]
-        if self._filled < self.window:
-            logits = self.model.evaluate([token], self._filled)
-            self._filled += 1
-            return logits
-        kept = self._recent[-self.keep :]
-        self.model.reset()
-        self._filled = 1 + len(kept)
-        return self.model.evaluate([self.model.bos, *kept], 0)
+    def advance(self, lanes: Sequence[int], tokens: Sequence[int]) -> list[np.ndarray]:
+        """Append tokens[i] (just coded) to lanes[i], lanes in increasing order; return the
+        logits that predict each of those lanes' next token, in the same order."""
+        out: list[np.ndarray | None] = [None] * len(lanes)
+        row_index, row_tokens, row_positions, row_lanes = [], [], [], []
+        for i, (lane, token) in enumerate(zip(lanes, tokens)):
+            recent = self._recent[lane]
+            recent.append(token)
+            if len(recent) > 2 * self.keep + 64:  # trim now and then, not every token
+                del recent[: -self.keep]
+            if self._filled[lane] < self.window:
+                row_index.append(i)
+                row_tokens.append(token)
+                row_positions.append(self._filled[lane])
+                row_lanes.append(lane)
+                self._filled[lane] += 1
+            else:
+                kept = recent[-self.keep :]
+                self.model.clear_lane(lane)
+                self._filled[lane] = 1 + len(kept)
+                # copied: the next call reuses the backend's logits buffer
+                out[i] = np.array(self.model.evaluate([self.model.bos, *kept], 0, lane), copy=True)
+        if row_tokens:
+            rows = self.model.evaluate_rows(row_tokens, row_positions, row_lanes)
+            for r, i in enumerate(row_index):
+                out[i] = rows[r]
+        return out  # type: ignore[return-value]
