@@ -21,7 +21,7 @@ Progress = Callable[[int, int], None]
 
 # Header parameter keys this version writes and understands; any other set is refused, because
 # an unknown parameter may change the bits in a way this decoder cannot repeat.
-_PARAM_KEYS = frozenset({"cdf_bits", "check_every", "keep", "lane_tokens", "lanes", "n_batch", "n_vocab", "window"})
+_PARAM_KEYS = frozenset({"cdf_bits", "check_every", "keep", "lane_tokens", "lanes", "n_batch", "n_vocab", "primer", "window"})
 DEFAULT_MODEL_NAME = "gemma-3-270m-q4_k_m.gguf"
 
 
@@ -47,8 +47,8 @@ class Compressor:
     Options have the CLI's names and defaults: ``model`` (a GGUF path; None for the default
     Gemma-3-270M), ``threads`` (None: physical cores), ``window`` and ``keep`` (context tokens),
     ``cdf_bits`` (CDF precision), ``check_every`` (steps between drift checkpoints), ``lanes``
-    (the most lanes a segment is coded in, in lockstep) and ``lane_tokens`` (the fewest tokens
-    per lane). Invalid values raise ValueError naming the valid range.
+    (the most lanes a segment is coded in, in lockstep), ``lane_tokens`` (the fewest tokens
+    per lane) and ``primer`` (tokens coded on one lane before the others start from them). Invalid values raise ValueError naming the valid range.
 
     >>> from nczip import Compressor
     >>> with Compressor() as c:
@@ -68,6 +68,7 @@ class Compressor:
         check_every: int = CodecParams.check_every,
         lanes: int = CodecParams.lanes,
         lane_tokens: int = CodecParams.lane_tokens,
+        primer: int = CodecParams.primer,
     ):
         self.params = CodecParams(
             window=window,
@@ -76,6 +77,7 @@ class Compressor:
             check_every=check_every,
             lanes=lanes,
             lane_tokens=lane_tokens,
+            primer=primer,
         )
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 256):
             raise ValueError(f"threads must be an integer in 1..256, got {threads!r}")
@@ -149,6 +151,7 @@ class Compressor:
                 "lanes": self.params.lanes,
                 "n_batch": DEFAULT_N_BATCH,
                 "n_vocab": self._model.n_vocab if uses_model and self._model is not None else 0,
+                "primer": self.params.primer,
                 "window": self.params.window,
             },
         )
@@ -271,6 +274,7 @@ def check_header(header: Header) -> CodecParams:
             check_every=header.params["check_every"],
             lanes=header.params["lanes"],
             lane_tokens=header.params["lane_tokens"],
+            primer=header.params["primer"],
         )
     except ValueError as exc:
         raise FormatError(f"archive has invalid coding parameters: {exc}") from None

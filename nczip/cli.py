@@ -91,11 +91,12 @@ def cli():
 @click.argument("files", nargs=-1, type=click.Path())
 @common_options
 @click.option("--window", type=click.IntRange(16, 131072), default=CodecParams.window, show_default=True, help="Context window in tokens.")
+@click.option("--lanes", type=click.IntRange(1, 256), default=CodecParams.lanes, show_default=True, help="Most lanes coded side by side: more is faster on long inputs, 1 compresses best.")
 @click.option("--verify/--no-verify", default=None, help="Decode the archive before deleting the input (default: on when the input is deleted).")
-def compress(files, to_stdout, output, keep, force, quiet, verbose, model_path, threads, window, verify):
+def compress(files, to_stdout, output, keep, force, quiet, verbose, model_path, threads, window, lanes, verify):
     """Compress FILES (or standard input) to FILE.ncz."""
     run = Run(quiet, verbose, force)
-    with Compressor(model=model_path, threads=threads, window=window) as compressor:
+    with Compressor(model=model_path, threads=threads, window=window, lanes=lanes) as compressor:
         for source, target in plan_outputs(files, to_stdout, output, decompressing=False):
             run.guard(source, lambda: compress_one(run, compressor, source, target, keep, verify))
     run.exit()
@@ -372,6 +373,9 @@ def print_info(source: str) -> None:
         )
         offset += seg.original_size
     click.echo("\n".join(lines))
+    if damaged:  # the table is printed either way; the exit status must still say "damaged"
+        numbers = ", ".join(str(i + 1) for i in sorted(damaged))
+        raise Failure(f"segment{'s' if len(damaged) > 1 else ''} {numbers} of {len(archive.segments)} damaged (CRC-32 mismatch)")
 
 
 def bpb(compressed_bytes: int, original_bytes: int) -> float:
@@ -383,9 +387,13 @@ def display(source: str) -> str:
 
 
 # -- entry point ---------------------------------------------------------------------------------
+class Terminated(BaseException):
+    """SIGTERM: unwinds like Ctrl-C, so temporary files are removed on the way out. Not a
+    KeyboardInterrupt, which click would answer with a stray empty line on stderr."""
+
+
 def _terminate(signum, frame):
-    # SIGTERM unwinds like Ctrl-C, so temporary files are removed on the way out.
-    raise KeyboardInterrupt
+    raise Terminated
 
 
 def internal_error(exc: BaseException) -> str:
@@ -429,6 +437,9 @@ def _main(argv: list[str] | None) -> int:
     except (click.exceptions.Abort, KeyboardInterrupt):
         click.echo("nczip: interrupted", err=True)
         return 130
+    except Terminated:
+        click.echo("nczip: terminated", err=True)
+        return 128 + signal.SIGTERM
     except BrokenPipeError:
         _silence_stdout()
         return 1

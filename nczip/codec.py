@@ -35,8 +35,11 @@ class CodecParams:
     # A 2-byte checkpoint of the logits at step 0 and every check_every steps (a step codes one
     # token in each lane): 16 bits per >= 4096 tokens at ~3.5 bits is <= 0.11% of the archive.
     check_every: int = 4096
-    lanes: int = 1  # the most lanes a segment is split into, coded in lockstep
-    lane_tokens: int = 1024  # the fewest tokens a lane gets: shorter segments get fewer lanes
+    # Lockstep lanes (bench/lanes.py; README "Speed"): 16 lanes of >= 2048 tokens after a 512-token
+    # primer cost alice29 2.1% more bits than one lane, in return for ~2x the speed.
+    lanes: int = 16  # the most lanes a segment is split into, coded in lockstep
+    lane_tokens: int = 2048  # the fewest tokens a lane gets: shorter segments get fewer lanes
+    primer: int = 512  # tokens lane 0 codes alone first, the shared start of every lane's context
 
     def __post_init__(self):
         if not 2 <= self.window <= 1 << 17:
@@ -51,6 +54,8 @@ class CodecParams:
             raise ValueError(f"lanes must be in 1..{MAX_LANES}, got {self.lanes}")
         if not 1 <= self.lane_tokens <= 1 << 30:
             raise ValueError(f"lane_tokens must be in 1..{1 << 30}, got {self.lane_tokens}")
+        if not 0 <= self.primer <= 1 << 30:
+            raise ValueError(f"primer must be in 0..{1 << 30}, got {self.primer}")
 
 
 # Rows per evaluation call stay within llama.cpp's batch (512) and its sequence limit (256).
@@ -58,19 +63,30 @@ MAX_LANES = 256
 CHECKPOINT_BYTES = 2
 
 
-def lane_count(tokens: int, params: CodecParams) -> int:
-    """Lanes for a segment of `tokens` tokens: as many as allowed, each >= lane_tokens long."""
-    return max(1, min(params.lanes, tokens // params.lane_tokens))
+def lane_plan(tokens: int, params: CodecParams) -> tuple[int, int]:
+    """(primer, lanes) for a segment of `tokens` tokens.
+
+    With more than one lane, lane 0 first codes the first `primer` tokens alone; then every lane
+    starts from that context, and the rest is split into lanes of >= lane_tokens tokens each.
+    The primer is at most half a window, so that lanes have room for their own tokens."""
+    primer = min(params.primer, params.window // 2)
+    rest = tokens - primer
+    lanes = min(params.lanes, rest // params.lane_tokens) if rest > 0 else 1
+    return (0, 1) if lanes <= 1 else (primer, lanes)
 
 
-def lane_bounds(tokens: int, lanes: int) -> list[int]:
-    """Lane i codes tokens[bounds[i]:bounds[i + 1]]: contiguous, lengths differing by <= 1."""
-    return [i * tokens // lanes for i in range(lanes + 1)]
+def lane_bounds(tokens: int, primer: int, lanes: int) -> list[int]:
+    """Lane i codes tokens[bounds[i]:bounds[i + 1]] after the primer: contiguous runs whose
+    lengths differ by <= 1."""
+    return [primer + i * (tokens - primer) // lanes for i in range(lanes + 1)]
 
 
 def step_count(tokens: int, params: CodecParams) -> int:
-    """Lockstep steps for a segment: the longest lane's length."""
-    return -(-tokens // lane_count(tokens, params)) if tokens else 0
+    """Coding steps for a segment: the primer's tokens one by one, then the longest lane."""
+    if tokens == 0:
+        return 0
+    primer, lanes = lane_plan(tokens, params)
+    return primer + -(-(tokens - primer) // lanes)
 
 
 def checkpoint_count(tokens: int, params: CodecParams) -> int:
@@ -99,21 +115,35 @@ class CodingStats:
     measure_ideal: bool = False
 
 
-class _Schedule:
-    """Which lane codes which token at each step, identical for encoder and decoder."""
+# code(step, logits rows, token indices) codes one step's tokens, one per row, and returns them.
+StepCoder = Callable[[int, Sequence[np.ndarray], Sequence[int]], Sequence[int]]
 
-    def __init__(self, model: LanguageModel, count: int, params: CodecParams):
-        self.lanes = lane_count(count, params)
-        self.bounds = lane_bounds(count, self.lanes)
-        self.lengths = [self.bounds[i + 1] - self.bounds[i] for i in range(self.lanes)]
-        self.steps = max(self.lengths) if count else 0
-        model.configure(params.window, self.lanes)
-        self.context = LockstepLanes(model, params.window, params.keep, self.lanes)
 
-    def active(self, step: int) -> list[int]:
-        """Lanes that code a token at this step (lengths differ by <= 1: a prefix test would do,
-        but this stays right for any bounds)."""
-        return [lane for lane in range(self.lanes) if step < self.lengths[lane]]
+def _walk(model: LanguageModel, count: int, params: CodecParams, code: StepCoder) -> None:
+    """Drive the model through a segment's schedule, the same for encoder and decoder: the
+    primer on lane 0 alone, then every lane in lockstep (docs/format.md, "Lanes")."""
+    primer, lanes = lane_plan(count, params)
+    bounds = lane_bounds(count, primer, lanes)
+    lengths = [bounds[i + 1] - bounds[i] for i in range(lanes)]
+    model.configure(params.window, lanes)
+    context = LockstepLanes(model, params.window, params.keep, lanes)
+    if primer:
+        logits = context.start(1)
+        for i in range(primer):
+            (token,) = code(i, logits, [i])
+            if i + 1 < primer:
+                logits = context.advance([0], [token])
+        context.fan_out()
+        # Every lane reads the primer's last token: each row predicts its lane's first token.
+        logits = context.advance(range(lanes), [token] * lanes)
+    else:
+        logits = context.start()
+    for step in range(max(lengths)):
+        active = [lane for lane in range(lanes) if step < lengths[lane]]
+        coded = code(primer + step, logits, [bounds[lane] + step for lane in active])
+        going = [i for i, lane in enumerate(active) if step + 1 < lengths[lane]]
+        if going:
+            logits = context.advance([active[i] for i in going], [coded[i] for i in going])
 
 
 def encode_tokens(
@@ -126,28 +156,24 @@ def encode_tokens(
 ) -> bytes:
     encoder = _cext.Encoder()
     started = time.perf_counter()
-    if not tokens:
-        return encoder.finish()
-    schedule = _Schedule(model, len(tokens), params)
-    bounds = schedule.bounds
-    logits = schedule.context.start()
     checkpoints = bytearray()
     measure = stats is not None and stats.measure_ideal
-    for step in range(schedule.steps):
-        lanes = schedule.active(step)
+
+    def code(step: int, rows: Sequence[np.ndarray], indices: Sequence[int]) -> list[int]:
+        nonlocal checkpoints
         if step % params.check_every == 0:
-            checkpoints += _fingerprint(logits)
-        coded = [tokens[bounds[lane] + step] for lane in lanes]
-        for row, token in zip(logits, coded):
+            checkpoints += _fingerprint(rows)
+        coded = [tokens[i] for i in indices]
+        for row, token in zip(rows, coded):
             if measure:
                 stats.ideal_bits += _cext.ideal_bits(row, token)
             encoder.encode_logits(row, token, params.cdf_bits)
         if progress is not None:
             progress(coded)
-        # Lanes with a token left need the prediction after this one.
-        going = [i for i, lane in enumerate(lanes) if step + 1 < schedule.lengths[lane]]
-        if going:
-            logits = schedule.context.advance([lanes[i] for i in going], [coded[i] for i in going])
+        return coded
+
+    if tokens:
+        _walk(model, len(tokens), params, code)
     if stats is not None:
         stats.tokens += len(tokens)
         stats.seconds += time.perf_counter() - started
@@ -173,39 +199,35 @@ def decode_tokens(
         )
     stream, checkpoints = payload[: len(payload) - n_check], payload[len(payload) - n_check :]
     decoder = _cext.Decoder(stream)
-    if count == 0:
-        _check_stream_end(decoder, stream, segment_index)
-        return []
-    schedule = _Schedule(model, count, params)
-    bounds = schedule.bounds
     out = [0] * count
-    logits = schedule.context.start()
     done = 0
+
+    def code(step: int, rows: Sequence[np.ndarray], indices: Sequence[int]) -> list[int]:
+        nonlocal done
+        if step % params.check_every == 0:
+            k = step // params.check_every
+            if _fingerprint(rows) != checkpoints[k * CHECKPOINT_BYTES : (k + 1) * CHECKPOINT_BYTES]:
+                where = f"token {indices[0]}" if len(rows) == 1 else f"step {step} (tokens {', '.join(map(str, indices[:3]))}, ...)"
+                raise DriftError(
+                    f"segment {segment_index + 1}: the model's predictions differ from the encoder's "
+                    f"at {where}, checkpoint {k + 1}; this model file, llama.cpp build or CPU computes "
+                    "different floats than the one that compressed the archive",
+                    segment_index,
+                    indices[0],
+                )
+        coded = []
+        for row, index in zip(rows, indices):
+            token = decoder.decode_logits(row, params.cdf_bits)
+            out[index] = token
+            coded.append(token)
+        done += len(coded)
+        if progress is not None:
+            progress(coded)
+        return coded
+
     try:
-        for step in range(schedule.steps):
-            lanes = schedule.active(step)
-            if step % params.check_every == 0:
-                k = step // params.check_every
-                where = f" of each of its {schedule.lanes} lanes" if schedule.lanes > 1 else ""
-                if _fingerprint(logits) != checkpoints[k * CHECKPOINT_BYTES : (k + 1) * CHECKPOINT_BYTES]:
-                    raise DriftError(
-                        f"segment {segment_index + 1}: the model's predictions differ from the encoder's "
-                        f"at token {step}{where} (checkpoint {k + 1}); this model file, llama.cpp build "
-                        "or CPU computes different floats than the one that compressed the archive",
-                        segment_index,
-                        step,
-                    )
-            coded = []
-            for row, lane in zip(logits, lanes):
-                token = decoder.decode_logits(row, params.cdf_bits)
-                out[bounds[lane] + step] = token
-                coded.append(token)
-            done += len(lanes)
-            if progress is not None:
-                progress(coded)
-            going = [i for i, lane in enumerate(lanes) if step + 1 < schedule.lengths[lane]]
-            if going:
-                logits = schedule.context.advance([lanes[i] for i in going], [coded[i] for i in going])
+        if count:
+            _walk(model, count, params, code)
     except _cext.CoderError as exc:
         raise CorruptSegmentError(
             f"segment {segment_index + 1} does not decode at token {done}: {exc}", segment_index

@@ -375,6 +375,8 @@ def test_test_and_info_report_damage(nczip, tmp_path, monkeypatch, model_args, a
     assert_error_line(r.err, "bad.ncz")
     r = nczip("info", "bad.ncz")  # the header is intact: info shows the table and marks the segment
     assert b"DAMAGED" in r.out
+    assert r.rc == 1
+    assert r.err.strip() == "nczip: bad.ncz: segment 1 of 1 damaged (CRC-32 mismatch)"
     assert sorted(os.listdir(tmp_path)) == ["bad.ncz", "cut.ncz"]
 
 
@@ -674,3 +676,24 @@ def test_interrupt_leaves_nothing_behind(nczip, tmp_path, monkeypatch, model_arg
     assert r.rc == 130
     assert [line for line in r.err.splitlines() if line] == ["nczip: interrupted"]
     assert listing(tmp_path) == {"a.txt": TEXT}
+
+
+def test_sigterm_in_a_real_process_leaves_nothing_behind(tmp_path, model_args):
+    """`kill PID` in the middle of compressing: exit 143 (128 + SIGTERM) with one line, the
+    input intact, no output and no temporary file."""
+    import signal
+    import time
+
+    data = TEXT * (400_000 // len(TEXT))  # long enough to still be compressing when the signal comes
+    (tmp_path / "big.txt").write_bytes(data)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nczip", *model_args, "--window", "64", "big.txt"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    time.sleep(3.0)  # past start-up and model loading, into the coding loop
+    assert proc.poll() is None, "compression finished before the signal: make the input longer"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143
+    assert _without_llama_chatter(err.decode()) == "nczip: terminated\n"
+    assert listing(tmp_path) == {"big.txt": data}

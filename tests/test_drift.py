@@ -33,6 +33,9 @@ class PerturbedModel:
     def clear_lane(self, lane):
         self.model.clear_lane(lane)
 
+    def copy_lane(self, source, target):
+        self.model.copy_lane(source, target)
+
     def _perturb(self, logits):
         if self.calls >= self.start:
             logits[..., 7] += self.delta * np.maximum(1.0, np.abs(logits[..., 7]))

@@ -134,6 +134,11 @@ class LlamaCppModel:
         if not self._lib.llama_memory_seq_rm(self._memory, lane, -1, -1):
             raise NczipError(f"llama.cpp could not clear lane {lane}")
 
+    def copy_lane(self, source: int, target: int) -> None:
+        # Across KV streams llama.cpp copies the whole stream, applied at the next decode.
+        self.clear_lane(target)
+        self._lib.llama_memory_seq_cp(self._memory, source, target, -1, -1)
+
     def _decode(self, where: str) -> None:
         status = self._lib.llama_decode(self._ctx, self._batch)
         if status != 0:
