@@ -111,6 +111,9 @@ class LlamaCppModel:
         # 512 tokens still needs ("failed to find a memory slot").
         params.swa_full = True
         params.kv_unified = False
+        # Flash attention splits its work by thread count on the CPU: with it, Gemma's archives
+        # made with 1 thread did not decode with 2 (tests/test_real_model.py caught it).
+        params.flash_attn_type = lib.LLAMA_FLASH_ATTN_TYPE_DISABLED
         params.no_perf = True
         with _quiet_stderr():
             self._ctx = lib.llama_init_from_model(self._model, params)
