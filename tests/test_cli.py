@@ -684,7 +684,7 @@ def test_sigterm_in_a_real_process_leaves_nothing_behind(tmp_path, model_args):
     import signal
     import time
 
-    data = TEXT * (400_000 // len(TEXT))  # long enough to still be compressing when the signal comes
+    data = TEXT * (2_000_000 // len(TEXT))  # far longer than the 3 s before the signal comes
     (tmp_path / "big.txt").write_bytes(data)
     proc = subprocess.Popen(
         [sys.executable, "-m", "nczip", *model_args, "--window", "64", "big.txt"],
