@@ -6,7 +6,7 @@ on every machine, so floating-point contraction (FMA) and fast-math reassociatio
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-SOURCES = ["cext/rangecoder.c", "cext/cdf.c", "cext/module.c"]
+SOURCES = ["cext/rangecoder.c", "cext/cdf.c", "cext/ensemble.c", "cext/module.c"]
 
 
 class DeterministicBuildExt(build_ext):
@@ -14,7 +14,7 @@ class DeterministicBuildExt(build_ext):
         if self.compiler.compiler_type == "msvc":
             flags = ["/O2", "/fp:precise"]
         else:
-            flags = ["-O2", "-std=c99", "-ffp-contract=off", "-fno-fast-math", "-Wall"]
+            flags = ["-O3", "-std=c99", "-ffp-contract=off", "-fno-fast-math", "-Wall"]
         for ext in self.extensions:
             ext.extra_compile_args = flags
         super().build_extensions()

@@ -38,8 +38,10 @@
 #define LOG_STEPS_PER_BIT 256
 #define LOG_STEP_LIMIT (32 * LOG_STEPS_PER_BIT) /* steps with a non-zero weight */
 
+#define POW2_FRAC ncz_pow2_frac
+
 /* POW2_FRAC[j] = 2^(31 - j/256), rounded to nearest (from tests/reference_coder.py). */
-static const uint32_t POW2_FRAC[LOG_STEPS_PER_BIT] = {
+const uint32_t ncz_pow2_frac[LOG_STEPS_PER_BIT] = {
     2147483648u, 2141676973u, 2135885998u, 2130110682u, 2124350982u, 2118606857u,
     2112878262u, 2107165158u, 2101467502u, 2095785251u, 2090118366u, 2084466803u,
     2078830522u, 2073209480u, 2067603638u, 2062012954u, 2056437387u, 2050876895u,
@@ -105,12 +107,38 @@ static uint32_t weight_of(float v, float mf, float step_scale)
     return (uint32_t)((uint64_t)POW2_FRAC[k % LOG_STEPS_PER_BIT] >> (k / LOG_STEPS_PER_BIT));
 }
 
+/* Steps 3 and 4 of both quantizers: integer weights w_i (in freq, summing to z >= 1) become
+ * frequencies >= 1 summing to exactly total = budget + n. */
+static int shares_of_budget(uint32_t *freq_out, size_t n, uint64_t z, size_t argmax,
+                            uint64_t total, uint64_t budget)
+{
+    uint64_t m_scale, sum = 0;
+    size_t i;
+    int64_t top;
+    /* 3. Shares of the budget: f_i = 1 + floor(w_i m_scale / 2^32), m_scale = floor(budget
+     * 2^32 / z). budget 2^32 < 2^63; z >= 1, and w_i m_scale <= z m_scale <= budget 2^32, so
+     * nothing overflows, and the shares sum to at most budget. */
+    m_scale = (budget << 32) / z;
+    for (i = 0; i < n; i++) {
+        uint32_t f = 1u + (uint32_t)(((uint64_t)freq_out[i] * m_scale) >> 32);
+        freq_out[i] = f;
+        sum += f;
+    }
+
+    /* 4. What the floors left over (>= 0: at most about one per symbol with a weight, plus
+     * z / 2^32) goes to the first maximum. The check keeps a bad table from ever leaving. */
+    top = (int64_t)freq_out[argmax] + ((int64_t)total - (int64_t)sum);
+    if (sum > total || top > (int64_t)total)
+        return NCZ_E_INTERNAL;
+    freq_out[argmax] = (uint32_t)top;
+    return NCZ_OK;
+}
+
 int ncz_quantize(const float *logits, size_t n, unsigned precision, uint32_t *freq_out)
 {
-    uint64_t total, budget, z = 0, m_scale, sum = 0;
+    uint64_t total, budget, z = 0;
     float mf = -INFINITY, step_scale = float_from_bits(STEP_SCALE_BITS);
     size_t i, argmax = 0;
-    int64_t top;
 
     if (precision < NCZ_MIN_PRECISION || precision > NCZ_MAX_PRECISION)
         return NCZ_E_PRECISION;
@@ -151,23 +179,39 @@ int ncz_quantize(const float *logits, size_t n, unsigned precision, uint32_t *fr
         }
     }
 
-    /* 3. Shares of the budget: f_i = 1 + floor(w_i m_scale / 2^32), m_scale = floor(budget
-     * 2^32 / z). budget 2^32 < 2^63; z >= 1, and w_i m_scale <= z m_scale <= budget 2^32, so
-     * nothing overflows, and the shares sum to at most budget. */
-    m_scale = (budget << 32) / z;
-    for (i = 0; i < n; i++) {
-        uint32_t f = 1u + (uint32_t)(((uint64_t)freq_out[i] * m_scale) >> 32);
-        freq_out[i] = f;
-        sum += f;
-    }
+    return shares_of_budget(freq_out, n, z, argmax, total, budget);
+}
 
-    /* 4. What the floors left over (>= 0: at most about one per symbol with a weight, plus
-     * z / 2^32) goes to the first maximum. The check keeps a bad table from ever leaving. */
-    top = (int64_t)freq_out[argmax] + ((int64_t)total - (int64_t)sum);
-    if (sum > total || top > (int64_t)total)
-        return NCZ_E_INTERNAL;
-    freq_out[argmax] = (uint32_t)top;
-    return NCZ_OK;
+float ncz_step_scale(void)
+{
+    return float_from_bits(STEP_SCALE_BITS);
+}
+
+int ncz_quantize_steps(const int32_t *score, size_t n, unsigned precision, uint32_t *freq_out)
+{
+    uint64_t total, budget, z = 0;
+    int32_t top = INT32_MIN;
+    size_t i, argmax = 0;
+
+    if (precision < NCZ_MIN_PRECISION || precision > NCZ_MAX_PRECISION)
+        return NCZ_E_PRECISION;
+    total = (uint64_t)1 << precision;
+    if (n == 0 || n > total / 2)
+        return NCZ_E_ALPHABET;
+    budget = total - n;
+    for (i = 0; i < n; i++)
+        top = score[i] > top ? score[i] : top;
+    while (score[argmax] != top)
+        argmax++;
+    /* The same weights as ncz_quantize, from integer steps below the top score. */
+    for (i = 0; i < n; i++) {
+        int64_t k = (int64_t)top - score[i];
+        uint32_t kk = (uint32_t)(k < LOG_STEP_LIMIT ? k : LOG_STEP_LIMIT);
+        uint32_t w = (uint32_t)((uint64_t)POW2_FRAC[kk % LOG_STEPS_PER_BIT] >> (kk / LOG_STEPS_PER_BIT));
+        freq_out[i] = w;
+        z += w;
+    }
+    return shares_of_budget(freq_out, n, z, argmax, total, budget);
 }
 
 size_t ncz_find_symbol(const uint32_t *freq, size_t n, uint32_t target, uint32_t *cum_out)

@@ -12,6 +12,7 @@
 
 #include <limits.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "nczip.h"
 
@@ -22,6 +23,7 @@ typedef struct {
     PyObject *CoderError;
     PyTypeObject *Encoder;
     PyTypeObject *Decoder;
+    PyTypeObject *Ensemble;
 } modstate;
 
 static modstate *get_state(PyObject *module)
@@ -84,6 +86,9 @@ static void raise_status(const modstate *st, int status, const callargs *a)
         PyErr_SetString(st != NULL ? st->CoderError : PyExc_ValueError,
                         "corrupt range-coded stream: the code is outside every interval "
                         "of the model");
+        break;
+    case NCZ_E_PARAMS:
+        PyErr_SetString(PyExc_ValueError, "ensemble: parameter, lane or position out of range");
         break;
     default:
         PyErr_Format(PyExc_SystemError, "nczip._cext internal error (status %d)", status);
@@ -692,6 +697,276 @@ static PyType_Spec Decoder_spec = {
     Decoder_slots,
 };
 
+/* ================================ Ensemble ================================ */
+
+typedef struct {
+    PyObject_HEAD
+    ncz_ensemble *ens;
+    scratch ws;
+    size_t vocab;
+    int lifecycle;
+    PyThread_type_lock lock;
+} EnsembleObject;
+
+static PyObject *Ensemble_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"vocab", "lanes", "doc_tokens", "orders", "ngram_bits",
+                             "match_min", "match_bits", "mix_rate", "bias_rate", "w_ngram",
+                             "w_match", NULL};
+    long long vocab, lanes, doc, v[8];
+    ncz_ens_params p;
+    EnsembleObject *self;
+    int st, i;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O&O&O&$O&O&O&O&O&O&O&O&:Ensemble", kwlist,
+                                     conv_ll, &vocab, conv_ll, &lanes, conv_ll, &doc,
+                                     conv_ll, &v[0], conv_ll, &v[1], conv_ll, &v[2], conv_ll,
+                                     &v[3], conv_ll, &v[4], conv_ll, &v[5], conv_ll, &v[6],
+                                     conv_ll, &v[7]))
+        return NULL;
+    for (i = 0; i < 8; i++)
+        if (v[i] < -(1LL << 30) || v[i] > (1LL << 30)) {
+            PyErr_Format(PyExc_ValueError, "ensemble parameter %s out of range: %lld",
+                         kwlist[3 + i], v[i]);
+            return NULL;
+        }
+    p.orders = (int)v[0];
+    p.ngram_bits = (int)v[1];
+    p.match_min = (int)v[2];
+    p.match_bits = (int)v[3];
+    p.mix_rate = (int32_t)v[4];
+    p.bias_rate = (int32_t)v[5];
+    p.w_ngram = (int32_t)v[6];
+    p.w_match = (int32_t)v[7];
+    if (ncz_ens_check_params(&p) != NCZ_OK) {
+        PyErr_SetString(PyExc_ValueError, "ensemble parameters out of range (see cext/nczip.h)");
+        return NULL;
+    }
+    if (vocab < 1 || vocab > (1LL << 30) || lanes < 1 || lanes > 4096 || doc < 0 ||
+        doc > (1LL << 31) - 2) {
+        PyErr_Format(PyExc_ValueError, "Ensemble: vocab %lld, lanes %lld or doc_tokens %lld out "
+                     "of range", vocab, lanes, doc);
+        return NULL;
+    }
+    self = (EnsembleObject *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    self->ens = NULL;
+    self->ws.freq = NULL;
+    self->ws.n = 0;
+    self->vocab = (size_t)vocab;
+    self->lifecycle = ACTIVE;
+    self->lock = PyThread_allocate_lock();
+    if (self->lock == NULL) {
+        Py_DECREF(self);
+        PyErr_SetString(PyExc_MemoryError, "cannot allocate lock");
+        return NULL;
+    }
+    st = ncz_ens_new(&p, (size_t)vocab, (int)lanes, (size_t)doc, &self->ens);
+    if (st != NCZ_OK || scratch_reserve(&self->ws, (size_t)vocab) < 0) {
+        Py_DECREF(self);
+        if (st == NCZ_E_NOMEM || st == NCZ_OK)
+            return PyErr_NoMemory();
+        PyErr_SetString(PyExc_ValueError, "Ensemble: invalid parameters");
+        return NULL;
+    }
+    return (PyObject *)self;
+}
+
+static void Ensemble_dealloc(EnsembleObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    ncz_ens_free(self->ens);
+    scratch_free(&self->ws);
+    if (self->lock != NULL)
+        PyThread_free_lock(self->lock);
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp);
+}
+
+/* Shared argument handling: (lane, position, logits) plus the caller's extras. */
+static int ensemble_logits(EnsembleObject *self, PyObject *obj, Py_buffer *view, callargs *a)
+{
+    if (check_usable(self->lifecycle, "Ensemble") < 0)
+        return -1;
+    if (get_buffer(obj, view, 'f', 0, "logits") < 0)
+        return -1;
+    a->n = view->len / 4;
+    if ((size_t)a->n != self->vocab) {
+        PyErr_Format(PyExc_ValueError, "logits must have %zu entries (the vocabulary), got %zd",
+                     self->vocab, a->n);
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *Ensemble_encode(EnsembleObject *self, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"encoder", "lane", "position", "logits", "symbol", "precision",
+                             NULL};
+    callargs a = {0, 0, 0, 0, 0};
+    long long lane, pos;
+    PyObject *eobj, *obj;
+    EncoderObject *enc;
+    Py_buffer view;
+    int status;
+    modstate *st = type_state((PyObject *)self);
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!O&O&OO&O&:encode", kwlist, st->Encoder,
+                                     &eobj, conv_ll, &lane, conv_ll, &pos, &obj, conv_ll,
+                                     &a.symbol, conv_ll, &a.precision))
+        return NULL;
+    enc = (EncoderObject *)eobj;
+    if (check_usable(enc->lifecycle, "Encoder") < 0 || ensemble_logits(self, obj, &view, &a) < 0)
+        return NULL;
+    lock_object(self->lock);
+    lock_object(enc->lock);
+    Py_BEGIN_ALLOW_THREADS
+    status = ncz_ens_encode(self->ens, &enc->enc, (int)(lane < 0 || lane > INT_MAX ? -1 : lane),
+                            c_index(pos), (const float *)view.buf, self->vocab,
+                            c_index(a.symbol), c_precision(a.precision), self->ws.freq);
+    Py_END_ALLOW_THREADS
+    PyThread_release_lock(enc->lock);
+    PyThread_release_lock(self->lock);
+    PyBuffer_Release(&view);
+    if (status != NCZ_OK) {
+        enc->lifecycle = FAILED;
+        self->lifecycle = FAILED;
+        raise_status(st, status, &a);
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *Ensemble_decode(EnsembleObject *self, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"decoder", "lane", "position", "logits", "precision", NULL};
+    callargs a = {0, 0, 0, 0, 0};
+    long long lane, pos;
+    PyObject *dobj, *obj;
+    DecoderObject *dec;
+    Py_buffer view;
+    size_t symbol = 0;
+    int status;
+    modstate *st = type_state((PyObject *)self);
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!O&O&OO&:decode", kwlist, st->Decoder,
+                                     &dobj, conv_ll, &lane, conv_ll, &pos, &obj, conv_ll,
+                                     &a.precision))
+        return NULL;
+    dec = (DecoderObject *)dobj;
+    if (check_usable(dec->lifecycle, "Decoder") < 0 || ensemble_logits(self, obj, &view, &a) < 0)
+        return NULL;
+    lock_object(self->lock);
+    lock_object(dec->lock);
+    Py_BEGIN_ALLOW_THREADS
+    status = ncz_ens_decode(self->ens, &dec->dec, (int)(lane < 0 || lane > INT_MAX ? -1 : lane),
+                            c_index(pos), (const float *)view.buf, self->vocab,
+                            c_precision(a.precision), self->ws.freq, &symbol);
+    Py_END_ALLOW_THREADS
+    PyThread_release_lock(dec->lock);
+    PyThread_release_lock(self->lock);
+    PyBuffer_Release(&view);
+    if (status != NCZ_OK) {
+        dec->lifecycle = FAILED;
+        self->lifecycle = FAILED;
+        raise_status(st, status, &a);
+        return NULL;
+    }
+    return PyLong_FromSize_t(symbol);
+}
+
+static PyObject *Ensemble_measure(EnsembleObject *self, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"lane", "position", "logits", "symbol", "precision", "out", NULL};
+    callargs a = {0, 0, 0, 0, 0};
+    long long lane, pos;
+    PyObject *obj, *oobj = Py_None;
+    Py_buffer view, ov;
+    uint32_t freq = 0;
+    int status;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O&O&OO&O&|O:measure", kwlist, conv_ll, &lane,
+                                     conv_ll, &pos, &obj, conv_ll, &a.symbol, conv_ll,
+                                     &a.precision, &oobj))
+        return NULL;
+    if (ensemble_logits(self, obj, &view, &a) < 0)
+        return NULL;
+    if (oobj != Py_None) {
+        if (get_buffer(oobj, &ov, 'I', 1, "out") < 0) {
+            PyBuffer_Release(&view);
+            return NULL;
+        }
+        if ((size_t)(ov.len / 4) != self->vocab) {
+            PyErr_Format(PyExc_ValueError, "out must have %zu entries", self->vocab);
+            PyBuffer_Release(&ov);
+            PyBuffer_Release(&view);
+            return NULL;
+        }
+    }
+    lock_object(self->lock);
+    Py_BEGIN_ALLOW_THREADS
+    status = ncz_ens_measure(self->ens, (int)(lane < 0 || lane > INT_MAX ? -1 : lane),
+                             c_index(pos), (const float *)view.buf, self->vocab,
+                             c_index(a.symbol), c_precision(a.precision), self->ws.freq, &freq);
+    if (status == NCZ_OK && oobj != Py_None)
+        memcpy(ov.buf, self->ws.freq, self->vocab * sizeof(uint32_t));
+    Py_END_ALLOW_THREADS
+    PyThread_release_lock(self->lock);
+    if (oobj != Py_None)
+        PyBuffer_Release(&ov);
+    PyBuffer_Release(&view);
+    if (status != NCZ_OK) {
+        self->lifecycle = FAILED;
+        raise_status(type_state((PyObject *)self), status, &a);
+        return NULL;
+    }
+    return PyLong_FromUnsignedLong(freq);
+}
+
+static PyObject *Ensemble_fan_out(EnsembleObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (check_usable(self->lifecycle, "Ensemble") < 0)
+        return NULL;
+    lock_object(self->lock);
+    ncz_ens_fan_out(self->ens);
+    PyThread_release_lock(self->lock);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef Ensemble_methods[] = {
+    {"encode", (PyCFunction)(void (*)(void))Ensemble_encode, METH_VARARGS | METH_KEYWORDS,
+     "encode($self, encoder, lane, position, logits, symbol, precision)\n--\n\n"
+     "Mix the LLM's logits with the cheap models for the token at document position\n"
+     "`position` of lane `lane`, code symbol with encoder, and learn it."},
+    {"decode", (PyCFunction)(void (*)(void))Ensemble_decode, METH_VARARGS | METH_KEYWORDS,
+     "decode($self, decoder, lane, position, logits, precision)\n--\n\n"
+     "The decoding twin of encode: returns the symbol, after learning it."},
+    {"measure", (PyCFunction)(void (*)(void))Ensemble_measure, METH_VARARGS | METH_KEYWORDS,
+     "measure($self, lane, position, logits, symbol, precision, out=None)\n--\n\n"
+     "Like encode without a coder: returns symbol's frequency (of 2**precision), and\n"
+     "copies the whole table into out (writable uint32, vocabulary entries) if given."},
+    {"fan_out", (PyCFunction)Ensemble_fan_out, METH_NOARGS,
+     "fan_out($self)\n--\n\nEvery lane starts from lane 0's history (after a primer)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot Ensemble_slots[] = {
+    {Py_tp_new, Ensemble_new},
+    {Py_tp_dealloc, Ensemble_dealloc},
+    {Py_tp_methods, Ensemble_methods},
+    {Py_tp_doc, "Ensemble(vocab, lanes, doc_tokens, *, orders, ngram_bits, match_min,\n"
+                "match_bits, mix_rate, bias_rate, w_ngram, w_match)\n--\n\n"
+                "The cheap online models and the mixer of one segment (cext/ensemble.c).\n"
+                "An error leaves it unusable, like Encoder and Decoder."},
+    {0, NULL},
+};
+
+static PyType_Spec Ensemble_spec = {
+    "nczip._cext.Ensemble",
+    sizeof(EnsembleObject),
+    0,
+    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE,
+    Ensemble_slots,
+};
+
 /* ============================ module functions ============================ */
 
 static PyObject *mod_quantize(PyObject *module, PyObject *args, PyObject *kwargs)
@@ -809,6 +1084,11 @@ static int module_exec(PyObject *module)
         return -1;
     if (PyModule_AddObjectRef(module, "Decoder", (PyObject *)st->Decoder) < 0)
         return -1;
+    st->Ensemble = (PyTypeObject *)PyType_FromModuleAndSpec(module, &Ensemble_spec, NULL);
+    if (st->Ensemble == NULL)
+        return -1;
+    if (PyModule_AddObjectRef(module, "Ensemble", (PyObject *)st->Ensemble) < 0)
+        return -1;
     if (PyModule_AddIntConstant(module, "MAX_PRECISION", NCZ_MAX_PRECISION) < 0)
         return -1;
     return 0;
@@ -820,6 +1100,7 @@ static int module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->CoderError);
     Py_VISIT(st->Encoder);
     Py_VISIT(st->Decoder);
+    Py_VISIT(st->Ensemble);
     return 0;
 }
 
@@ -829,6 +1110,7 @@ static int module_clear(PyObject *module)
     Py_CLEAR(st->CoderError);
     Py_CLEAR(st->Encoder);
     Py_CLEAR(st->Decoder);
+    Py_CLEAR(st->Ensemble);
     return 0;
 }
 

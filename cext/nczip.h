@@ -29,7 +29,8 @@ enum {
     NCZ_E_ZERO_FREQ,  /* the symbol to encode has frequency 0 in its table */
     NCZ_E_NOMEM,      /* allocation failed */
     NCZ_E_CORRUPT,    /* decoder: the stream is inconsistent with the model (corrupt input) */
-    NCZ_E_INTERNAL    /* an invariant the code relies on was broken: a bug, never expected */
+    NCZ_E_INTERNAL,   /* an invariant the code relies on was broken: a bug, never expected */
+    NCZ_E_PARAMS      /* ensemble: parameters out of range, or a call out of order */
 };
 
 /* ---- range coder (rangecoder.c) ---- */
@@ -91,6 +92,15 @@ int ncz_encode_logits(ncz_encoder *e, const float *logits, size_t n, size_t symb
 int ncz_decode_logits(ncz_decoder *d, const float *logits, size_t n, unsigned precision,
                       uint32_t *freq_ws, size_t *symbol_out);
 
+/* The quantizer for integer scores in 1/256-bit log steps (the ensemble's mixed scores):
+ * weight 2^(-(max - score) / 256), then the same shares as ncz_quantize. score may not alias
+ * freq_out. */
+int ncz_quantize_steps(const int32_t *score, size_t n, unsigned precision, uint32_t *freq_out);
+/* The quantizer's constants, shared with the ensemble: 2^(31 - j/256) for j in 0..255, and
+ * 256/ln 2 as float32. */
+extern const uint32_t ncz_pow2_frac[256];
+float ncz_step_scale(void);
+
 /* Diagnostics only, never used for coding (uses libm): -log2 softmax(logits)[symbol], with the
  * quantizer's conventions (NaN = -inf; all -inf = uniform; +inf logits share all the mass).
  * Returns a negative value if n == 0 or symbol >= n. */
@@ -99,5 +109,48 @@ double ncz_ideal_bits(const float *logits, size_t n, size_t symbol);
 /* Checks that this build computes the quantizer's reference values bit for bit (it fails when
  * the compiler fused multiply-adds or used extended precision). NCZ_OK or NCZ_E_INTERNAL. */
 int ncz_selftest(void);
+
+/* ---- the ensemble (ensemble.c) ---- */
+
+#define NCZ_ENS_MAX_ORDERS 6
+
+/* Every number that changes the ensemble's predictions; all of them go into the archive. */
+typedef struct {
+    int orders;       /* token n-gram orders 1..orders, 0..6 */
+    int ngram_bits;   /* log2 of the buckets per order, 8..24 */
+    int match_min;    /* tokens of context a match needs, 2..32; 0 = no match model */
+    int match_bits;   /* log2 of the match table's entries, 8..26 */
+    int32_t mix_rate; /* mixer learning rate, Q16 per step of gradient (0..65536) */
+    int32_t bias_rate; /* bias head learning rate, 1/65536 bit (0..2^20) */
+    int32_t w_ngram;  /* initial mixer weights, Q16 (the LLM's is 1) */
+    int32_t w_match;
+} ncz_ens_params;
+
+typedef struct ncz_ensemble ncz_ensemble;
+
+int ncz_ens_check_params(const ncz_ens_params *p);
+/* A fresh ensemble for one segment: `lanes` lanes over a document of doc_len tokens. */
+int ncz_ens_new(const ncz_ens_params *p, size_t vocab, int lanes, size_t doc_len,
+                ncz_ensemble **out);
+void ncz_ens_free(ncz_ensemble *e);
+/* Every lane starts from lane 0's history (after the primer, as the LLM's lanes do). */
+void ncz_ens_fan_out(ncz_ensemble *e);
+/* The mixed frequency table (sum 2^precision, every entry >= 1) for the token at doc position
+ * pos in lane `lane`, given the LLM's logits. Must be followed by ncz_ens_update. */
+int ncz_ens_prepare(ncz_ensemble *e, int lane, size_t pos, const float *logits, size_t n,
+                    unsigned precision, uint32_t *freq_out);
+/* Learns the coded token y; logits and freq are those of the prepare call. */
+int ncz_ens_update(ncz_ensemble *e, size_t y, const float *logits, const uint32_t *freq,
+                   unsigned precision);
+/* prepare + code + update in one call. */
+int ncz_ens_encode(ncz_ensemble *e, ncz_encoder *enc, int lane, size_t pos,
+                   const float *logits, size_t n, size_t symbol, unsigned precision,
+                   uint32_t *freq_ws);
+int ncz_ens_decode(ncz_ensemble *e, ncz_decoder *dec, int lane, size_t pos,
+                   const float *logits, size_t n, unsigned precision, uint32_t *freq_ws,
+                   size_t *symbol_out);
+/* prepare + update without a coder: the symbol's frequency, for measurements. */
+int ncz_ens_measure(ncz_ensemble *e, int lane, size_t pos, const float *logits, size_t n,
+                    size_t symbol, unsigned precision, uint32_t *freq_ws, uint32_t *freq_out);
 
 #endif /* NCZIP_H */

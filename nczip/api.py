@@ -12,6 +12,7 @@ from typing import Callable
 from . import codec, container, segment, tokens
 from .codec import CodecParams, CodingStats
 from .container import Archive, Header, Method, Segment
+from .ensemble import HEADER_PREFIX as ENSEMBLE_PREFIX, EnsembleParams
 from .errors import ChecksumError, FormatError, ModelMismatchError, NczipError
 from .models.llm import LanguageModel
 from .models.registry import DEFAULT_MODEL_PACKAGE, ModelFile, resolve_model
@@ -69,6 +70,7 @@ class Compressor:
         lanes: int = CodecParams.lanes,
         lane_tokens: int = CodecParams.lane_tokens,
         primer: int = CodecParams.primer,
+        llm_only: bool = False,
     ):
         self.params = CodecParams(
             window=window,
@@ -78,6 +80,7 @@ class Compressor:
             lanes=lanes,
             lane_tokens=lane_tokens,
             primer=primer,
+            ensemble=None if llm_only else EnsembleParams(),
         )
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 256):
             raise ValueError(f"threads must be an integer in 1..256, got {threads!r}")
@@ -153,6 +156,7 @@ class Compressor:
                 "n_vocab": self._model.n_vocab if uses_model and self._model is not None else 0,
                 "primer": self.params.primer,
                 "window": self.params.window,
+                **(self.params.ensemble.header_items() if self.params.ensemble is not None else {}),
             },
         )
 
@@ -253,9 +257,11 @@ def check_header(header: Header) -> CodecParams:
     if not header.original_size:
         return CodecParams()  # nothing to decode: no parameter matters
     keys = set(header.params)
-    if keys != _PARAM_KEYS:
-        unknown = sorted(keys - _PARAM_KEYS)
-        missing = sorted(_PARAM_KEYS - keys)
+    uses_ensemble = any(k.startswith(ENSEMBLE_PREFIX) for k in keys)
+    expected = _PARAM_KEYS | EnsembleParams.header_keys() if uses_ensemble else _PARAM_KEYS
+    if keys != expected:
+        unknown = sorted(keys - expected)
+        missing = sorted(expected - keys)
         raise ModelMismatchError(
             f"archive parameters differ from what this nczip understands (unknown: {unknown or 'none'}, "
             f"missing: {missing or 'none'}); it was probably written by another nczip version"
@@ -275,6 +281,7 @@ def check_header(header: Header) -> CodecParams:
             lanes=header.params["lanes"],
             lane_tokens=header.params["lane_tokens"],
             primer=header.params["primer"],
+            ensemble=EnsembleParams.from_header(header.params) if uses_ensemble else None,
         )
     except ValueError as exc:
         raise FormatError(f"archive has invalid coding parameters: {exc}") from None

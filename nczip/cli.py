@@ -92,11 +92,12 @@ def cli():
 @common_options
 @click.option("--window", type=click.IntRange(16, 131072), default=CodecParams.window, show_default=True, help="Context window in tokens.")
 @click.option("--lanes", type=click.IntRange(1, 256), default=CodecParams.lanes, show_default=True, help="Most lanes coded side by side: more is faster on long inputs, 1 compresses best.")
+@click.option("--llm-only", is_flag=True, help="Predict with the language model alone, without the n-gram, match and bias models beside it.")
 @click.option("--verify/--no-verify", default=None, help="Decode the archive before deleting the input (default: on when the input is deleted).")
-def compress(files, to_stdout, output, keep, force, quiet, verbose, model_path, threads, window, lanes, verify):
+def compress(files, to_stdout, output, keep, force, quiet, verbose, model_path, threads, window, lanes, llm_only, verify):
     """Compress FILES (or standard input) to FILE.ncz."""
     run = Run(quiet, verbose, force)
-    with Compressor(model=model_path, threads=threads, window=window, lanes=lanes) as compressor:
+    with Compressor(model=model_path, threads=threads, window=window, lanes=lanes, llm_only=llm_only) as compressor:
         for source, target in plan_outputs(files, to_stdout, output, decompressing=False):
             run.guard(source, lambda: compress_one(run, compressor, source, target, keep, verify))
     run.exit()

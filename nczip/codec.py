@@ -10,7 +10,7 @@ turns those floats into the same integer frequencies on both sides (see cext/cdf
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import zlib
@@ -18,6 +18,7 @@ import zlib
 import numpy as np
 
 from . import _cext
+from .ensemble import EnsembleParams, new_ensemble
 from .errors import CorruptSegmentError, DriftError
 from .models.llm import LanguageModel, LockstepLanes
 
@@ -40,6 +41,8 @@ class CodecParams:
     lanes: int = 16  # the most lanes a segment is split into, coded in lockstep
     lane_tokens: int = 2048  # the fewest tokens a lane gets: shorter segments get fewer lanes
     primer: int = 512  # tokens lane 0 codes alone first, the shared start of every lane's context
+    # The cheap models and the mixer beside the LLM; None codes with the LLM alone (--llm-only).
+    ensemble: EnsembleParams | None = field(default_factory=EnsembleParams)
 
     def __post_init__(self):
         if not 2 <= self.window <= 1 << 17:
@@ -115,11 +118,39 @@ class CodingStats:
     measure_ideal: bool = False
 
 
-# code(step, logits rows, token indices) codes one step's tokens, one per row, and returns them.
-StepCoder = Callable[[int, Sequence[np.ndarray], Sequence[int]], Sequence[int]]
+# code(step, logits rows, token indices, lanes) codes one step's tokens, one per row, and
+# returns them.
+StepCoder = Callable[[int, Sequence[np.ndarray], Sequence[int], Sequence[int]], Sequence[int]]
 
 
-def _walk(model: LanguageModel, count: int, params: CodecParams, code: StepCoder) -> None:
+class _TokenCoder:
+    """Codes one token from its logits: the LLM alone, or the ensemble (same calls on both
+    sides, so encoder and decoder keep identical models)."""
+
+    def __init__(self, model: LanguageModel, count: int, params: CodecParams):
+        self.precision = params.cdf_bits
+        self.ensemble = None
+        if params.ensemble is not None and count:
+            _, lanes = lane_plan(count, params)
+            self.ensemble = new_ensemble(params.ensemble, model.n_vocab, lanes, count)
+
+    def fan_out(self) -> None:
+        if self.ensemble is not None:
+            self.ensemble.fan_out()
+
+    def encode(self, encoder, lane: int, index: int, logits, token: int) -> None:
+        if self.ensemble is None:
+            encoder.encode_logits(logits, token, self.precision)
+        else:
+            self.ensemble.encode(encoder, lane, index, logits, token, self.precision)
+
+    def decode(self, decoder, lane: int, index: int, logits) -> int:
+        if self.ensemble is None:
+            return decoder.decode_logits(logits, self.precision)
+        return self.ensemble.decode(decoder, lane, index, logits, self.precision)
+
+
+def _walk(model: LanguageModel, count: int, params: CodecParams, code: StepCoder, fan_out: Callable[[], None]) -> None:
     """Drive the model through a segment's schedule, the same for encoder and decoder: the
     primer on lane 0 alone, then every lane in lockstep (docs/format.md, "Lanes")."""
     primer, lanes = lane_plan(count, params)
@@ -130,17 +161,18 @@ def _walk(model: LanguageModel, count: int, params: CodecParams, code: StepCoder
     if primer:
         logits = context.start(1)
         for i in range(primer):
-            (token,) = code(i, logits, [i])
+            (token,) = code(i, logits, [i], [0])
             if i + 1 < primer:
                 logits = context.advance([0], [token])
         context.fan_out()
+        fan_out()
         # Every lane reads the primer's last token: each row predicts its lane's first token.
         logits = context.advance(range(lanes), [token] * lanes)
     else:
         logits = context.start()
     for step in range(max(lengths)):
         active = [lane for lane in range(lanes) if step < lengths[lane]]
-        coded = code(primer + step, logits, [bounds[lane] + step for lane in active])
+        coded = code(primer + step, logits, [bounds[lane] + step for lane in active], active)
         going = [i for i, lane in enumerate(active) if step + 1 < lengths[lane]]
         if going:
             logits = context.advance([active[i] for i in going], [coded[i] for i in going])
@@ -158,22 +190,23 @@ def encode_tokens(
     started = time.perf_counter()
     checkpoints = bytearray()
     measure = stats is not None and stats.measure_ideal
+    coder = _TokenCoder(model, len(tokens), params)
 
-    def code(step: int, rows: Sequence[np.ndarray], indices: Sequence[int]) -> list[int]:
+    def code(step: int, rows: Sequence[np.ndarray], indices: Sequence[int], lanes: Sequence[int]) -> list[int]:
         nonlocal checkpoints
         if step % params.check_every == 0:
             checkpoints += _fingerprint(rows)
         coded = [tokens[i] for i in indices]
-        for row, token in zip(rows, coded):
+        for row, token, index, lane in zip(rows, coded, indices, lanes):
             if measure:
                 stats.ideal_bits += _cext.ideal_bits(row, token)
-            encoder.encode_logits(row, token, params.cdf_bits)
+            coder.encode(encoder, lane, index, row, token)
         if progress is not None:
             progress(coded)
         return coded
 
     if tokens:
-        _walk(model, len(tokens), params, code)
+        _walk(model, len(tokens), params, code, coder.fan_out)
     if stats is not None:
         stats.tokens += len(tokens)
         stats.seconds += time.perf_counter() - started
@@ -201,8 +234,9 @@ def decode_tokens(
     decoder = _cext.Decoder(stream)
     out = [0] * count
     done = 0
+    coder = _TokenCoder(model, count, params)
 
-    def code(step: int, rows: Sequence[np.ndarray], indices: Sequence[int]) -> list[int]:
+    def code(step: int, rows: Sequence[np.ndarray], indices: Sequence[int], lanes: Sequence[int]) -> list[int]:
         nonlocal done
         if step % params.check_every == 0:
             k = step // params.check_every
@@ -216,8 +250,8 @@ def decode_tokens(
                     indices[0],
                 )
         coded = []
-        for row, index in zip(rows, indices):
-            token = decoder.decode_logits(row, params.cdf_bits)
+        for row, index, lane in zip(rows, indices, lanes):
+            token = coder.decode(decoder, lane, index, row)
             out[index] = token
             coded.append(token)
         done += len(coded)
@@ -227,7 +261,7 @@ def decode_tokens(
 
     try:
         if count:
-            _walk(model, count, params, code)
+            _walk(model, count, params, code, coder.fan_out)
     except _cext.CoderError as exc:
         raise CorruptSegmentError(
             f"segment {segment_index + 1} does not decode at token {done}: {exc}", segment_index

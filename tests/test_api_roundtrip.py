@@ -14,6 +14,7 @@ from corpora.samples import edge_cases
 from nczip import container
 from nczip.api import Compressor
 from nczip.codec import CodecParams, decode_tokens, encode_tokens
+from nczip.ensemble import EnsembleParams
 from nczip.errors import ChecksumError, CorruptSegmentError, FormatError, ModelMismatchError, NczipError
 from nczip.models.llm import LockstepLanes
 
@@ -28,6 +29,31 @@ def test_edge_cases_round_trip(tiny_compressor, name):
     header, _ = container.read_header(archive)
     assert header.original_size == len(data)
     assert header.original_sha256 == hashlib.sha256(data).digest()
+
+
+@pytest.fixture(scope="module")
+def llm_only_compressor(tiny_gguf):
+    with Compressor(model=tiny_gguf, threads=1, window=32, lanes=3, lane_tokens=16, primer=8, llm_only=True) as c:
+        yield c
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_edge_cases_round_trip_llm_only(llm_only_compressor, name):
+    data = CASES[name]
+    assert llm_only_compressor.decompress(llm_only_compressor.compress(data)) == data
+
+
+def test_the_ensemble_pays_on_repeated_text(tiny_gguf):
+    """The tiny model knows nothing, so repeats are all the cheap models can find: the archive
+    with them must be far smaller."""
+    data = bytes(range(32, 127)) * 8
+    sizes = {}
+    for llm_only in (False, True):
+        with Compressor(model=tiny_gguf, threads=1, llm_only=llm_only) as c:
+            archive = c.compress(data)
+            assert c.decompress(archive) == data
+        sizes[llm_only] = len(archive)
+    assert sizes[False] < 0.5 * sizes[True], sizes
 
 
 def test_long_input_slides_the_window_many_times(tiny_compressor):
@@ -112,7 +138,16 @@ def test_header_records_the_parameters(tiny_gguf):
         "n_vocab": 559,
         "primer": 512,
         "window": 40,
+        "ens_bias_rate": EnsembleParams().bias_rate,
+        "ens_match_min": EnsembleParams().match_min,
+        "ens_mix_rate": EnsembleParams().mix_rate,
+        "ens_orders": EnsembleParams().orders,
+        "ens_w_match": EnsembleParams().w_match,
+        "ens_w_ngram": EnsembleParams().w_ngram,
     }
+    with Compressor(model=tiny_gguf, threads=1, llm_only=True) as c:
+        header, _ = container.read_header(c.compress(b"hello world"))
+    assert not any(key.startswith("ens_") for key in header.params)
     assert header.backend == "llama.cpp"
     assert header.model_sha256 == hashlib.sha256(tiny_gguf.read_bytes()).digest()
 
@@ -334,7 +369,7 @@ def test_pinned_archive_of_a_fixed_input(tiny_gguf):
     if _cpu_flags_digest() != PINNED_CPU_FLAGS_SHA256:
         pytest.skip("this CPU's features differ from the pinning machine's: llama.cpp may compute other floats")
     data = CASES["ascii"] * 3 + CASES["multilingual_utf8"]
-    with Compressor(model=tiny_gguf, threads=1, window=32, lanes=3, lane_tokens=16, primer=8) as c:
+    with Compressor(model=tiny_gguf, threads=1, window=32, lanes=3, lane_tokens=16, primer=8, llm_only=True) as c:
         archive = c.compress(data)
         assert c.decompress(archive) == data
     assert hashlib.sha256(archive).hexdigest() == PINNED_ARCHIVE_SHA256

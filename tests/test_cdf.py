@@ -179,7 +179,7 @@ def test_constants_are_the_correctly_rounded_values():
     assert abs(step - exact_fraction) <= min(abs(below - exact_fraction), abs(above - exact_fraction))
     # cdf.c's table is the reference's, entry for entry.
     source = (Path(__file__).resolve().parent.parent / "cext" / "cdf.c").read_text()
-    body = re.search(r"POW2_FRAC\[LOG_STEPS_PER_BIT\] = \{(.*?)\};", source, re.S).group(1)
+    body = re.search(r"ncz_pow2_frac\[LOG_STEPS_PER_BIT\] = \{(.*?)\};", source, re.S).group(1)
     assert tuple(int(v) for v in re.findall(r"(\d+)u", body)) == ref.POW2_FRAC
     assert ref.POW2_FRAC[0] == 1 << 31 and len(ref.POW2_FRAC) == 256
 

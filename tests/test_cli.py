@@ -160,6 +160,17 @@ def test_pipe_round_trip(model_args, name):
     assert unpacked.out == data
 
 
+def test_llm_only_leaves_out_the_ensemble(nczip, model_args):
+    data = TEXT * 3
+    default = nczip(*model_args, "-c", stdin=data)
+    plain = nczip(*model_args, "-c", "--llm-only", stdin=data)
+    assert default.rc == 0 and plain.rc == 0
+    assert any(k.startswith("ens_") for k in container.read_header(default.out)[0].params)
+    assert not any(k.startswith("ens_") for k in container.read_header(plain.out)[0].params)
+    for archive in (default.out, plain.out):  # the decoder follows the header either way
+        assert nczip("-d", *model_args, stdin=archive).out == data
+
+
 def test_stdin_named_dash(nczip, tmp_path, monkeypatch, model_args):
     monkeypatch.chdir(tmp_path)  # a broken `-o -` would write a file named "-" here
     packed = nczip("compress", *model_args, "-", stdin=TEXT)

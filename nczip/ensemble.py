@@ -1,0 +1,78 @@
+"""The ensemble's parameters, and the C object that runs it for one segment (cext/ensemble.c).
+
+Token n-gram models, a match model and a bias head run beside the LLM; a mixer learned online
+combines them in log space. Every number here changes the coded bits, so all of them go into the
+archive header (as `ens_*` parameters); an archive without them was coded by the LLM alone.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Mapping
+
+from . import _cext
+
+HEADER_PREFIX = "ens_"
+Q16 = 65536
+
+
+@dataclass(frozen=True)
+class EnsembleParams:
+    """Defaults chosen with bench/ensemble.py (README, "Ensemble")."""
+
+    orders: int = 4  # token n-gram orders 1..orders (0..6)
+    match_min: int = 4  # tokens of context a match needs (2..32; 0: no match model)
+    mix_rate: int = 120  # mixer learning rate, Q16 per 1/256 bit of gradient
+    bias_rate: int = 8000  # bias head learning rate, 1/65536 bit (0: no bias head, no LLM weight)
+    w_ngram: int = 16384  # initial mixer weights, Q16 (the LLM's is fixed at 1)
+    w_match: int = 65536
+
+    def __post_init__(self):
+        checks = {
+            "orders": (0, 6),
+            "match_min": (0, 32),
+            "mix_rate": (0, Q16),
+            "bias_rate": (0, 1 << 20),
+            "w_ngram": (0, 4 * Q16),
+            "w_match": (0, 4 * Q16),
+        }
+        for name, (lo, hi) in checks.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+                raise ValueError(f"ensemble {name} must be an integer in {lo}..{hi}, got {value!r}")
+        if self.match_min == 1:
+            raise ValueError("ensemble match_min must be 0 (off) or 2..32, got 1")
+
+    def header_items(self) -> dict[str, int]:
+        return {HEADER_PREFIX + k: v for k, v in asdict(self).items()}
+
+    @classmethod
+    def header_keys(cls) -> frozenset[str]:
+        return frozenset(HEADER_PREFIX + f.name for f in fields(cls))
+
+    @classmethod
+    def from_header(cls, params: Mapping[str, int]) -> "EnsembleParams":
+        return cls(**{f.name: params[HEADER_PREFIX + f.name] for f in fields(cls)})
+
+
+def table_bits(tokens: int) -> tuple[int, int]:
+    """log2 sizes of the n-gram and match hash tables for a segment of `tokens` tokens: about
+    twice the tokens (few collisions), within 2^10..2^20 buckets (at most 44 MiB per order)."""
+    bits = max(10, (2 * max(tokens, 1) - 1).bit_length())
+    return min(bits, 20), min(bits, 22)
+
+
+def new_ensemble(params: EnsembleParams, vocab: int, lanes: int, tokens: int) -> _cext.Ensemble:
+    ngram_bits, match_bits = table_bits(tokens)
+    return _cext.Ensemble(
+        vocab,
+        lanes,
+        tokens,
+        orders=params.orders,
+        ngram_bits=ngram_bits,
+        match_min=params.match_min,
+        match_bits=match_bits,
+        mix_rate=params.mix_rate,
+        bias_rate=params.bias_rate,
+        w_ngram=params.w_ngram,
+        w_match=params.w_match,
+    )

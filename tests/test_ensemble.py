@@ -1,0 +1,170 @@
+"""The ensemble (cext/ensemble.c): each cheap model learns, the mixed table is always a valid
+CDF, and encoder and decoder stay in step."""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nczip import _cext
+from nczip.ensemble import EnsembleParams, new_ensemble, table_bits
+
+VOCAB = 4096
+PRECISION = 31
+
+
+def _block_costs(params: EnsembleParams, block: list[int], logits: np.ndarray) -> tuple[float, float]:
+    """Bits per token of a block, then of the same block again right after it."""
+    doc = block + block
+    ens = new_ensemble(params, VOCAB, 1, len(doc))
+    bits = [PRECISION - math.log2(ens.measure(0, i, logits, t, PRECISION)) for i, t in enumerate(doc)]
+    n = len(block)
+    return sum(bits[:n]) / n, sum(bits[n:]) / n
+
+
+@pytest.fixture(scope="module")
+def random_block():
+    # 2 KB of random bytes as byte-valued tokens: nothing to predict the first time.
+    return np.random.default_rng(1).integers(0, 256, 2048).tolist()
+
+
+FLAT = np.zeros(VOCAB, np.float32)  # an LLM that knows nothing: 12 bits per token
+
+
+def test_a_repeated_2kb_block_costs_under_005_bpb_the_second_time(random_block):
+    first, second = _block_costs(EnsembleParams(), random_block, FLAT)
+    assert first > 11.5  # random tokens stay expensive: the models do not invent information
+    assert second < 0.05
+
+
+@pytest.mark.parametrize(
+    "only, limit",
+    [({"match_min": 0}, 0.5), ({"orders": 0}, 0.05)],
+    ids=["ngrams_alone", "match_alone"],
+)
+def test_each_model_alone_learns_the_repeat(random_block, only, limit):
+    first, second = _block_costs(dataclasses.replace(EnsembleParams(), **only), random_block, FLAT)
+    assert first > 11.5 and second < limit
+
+
+def test_without_cheap_models_the_llm_alone_is_coded(random_block):
+    params = EnsembleParams(orders=0, match_min=0, mix_rate=0, bias_rate=0)
+    first, second = _block_costs(params, random_block, FLAT)
+    assert first == pytest.approx(12, abs=1e-3) and second == pytest.approx(12, abs=1e-3)
+
+
+def test_the_bias_head_learns_the_documents_token_frequencies():
+    # Tokens drawn from 16 of 4096: the bias head alone should find them.
+    doc = np.random.default_rng(2).integers(0, 16, 3000).tolist()
+    params = EnsembleParams(orders=0, match_min=0, bias_rate=20000)
+    ens = new_ensemble(params, VOCAB, 1, len(doc))
+    bits = [PRECISION - math.log2(ens.measure(0, i, FLAT, t, PRECISION)) for i, t in enumerate(doc)]
+    assert sum(bits[-1000:]) / 1000 < 5.5  # log2(16) = 4 is the limit; 12 without the head
+
+
+def test_a_confident_llm_is_not_spoiled(random_block):
+    # The LLM predicts every token of a fresh block well; the ensemble must stay close to it.
+    logits = np.zeros(VOCAB, np.float32)
+    doc = np.random.default_rng(3).integers(0, VOCAB, 3000).tolist()
+    ens = new_ensemble(EnsembleParams(), VOCAB, 1, len(doc))
+    llm = mixed = 0.0
+    for i, t in enumerate(doc):
+        logits[:] = 0
+        logits[t] = 12.0  # p(t) = e^12 / (e^12 + 4095) = 0.98
+        llm += _cext.ideal_bits(logits, t)
+        mixed += PRECISION - math.log2(ens.measure(0, i, logits, t, PRECISION))
+    assert mixed < llm * 1.05 + 30
+
+
+logit_values = st.one_of(
+    st.floats(-60, 60, width=32),
+    st.sampled_from([float("-inf"), float("nan"), float("inf"), 0.0]),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    vocab=st.integers(1, 64),
+    steps=st.lists(st.tuples(st.lists(logit_values, min_size=64, max_size=64), st.integers(0, 63)), min_size=1, max_size=40),
+    precision=st.integers(20, 31),
+    orders=st.integers(0, 6),
+    match_min=st.sampled_from([0, 2, 3]),
+)
+def test_mixed_table_is_always_a_valid_cdf(vocab, steps, precision, orders, match_min):
+    params = EnsembleParams(orders=orders, match_min=match_min, bias_rate=50000, mix_rate=4000)
+    ens = new_ensemble(params, vocab, 1, len(steps))
+    out = np.zeros(vocab, np.uint32)
+    for i, (values, token) in enumerate(steps):
+        logits = np.array(values[:vocab], np.float32)
+        freq = ens.measure(0, i, logits, token % vocab, precision, out)
+        assert out.min() >= 1
+        assert int(out.sum(dtype=np.uint64)) == 1 << precision
+        assert freq == out[token % vocab]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    lanes=st.integers(1, 4),
+    length=st.integers(1, 120),
+    primer=st.integers(0, 10),
+)
+def test_decoder_follows_the_encoder_over_lanes(seed, lanes, length, primer):
+    rng = np.random.default_rng(seed)
+    vocab = 50
+    doc = rng.integers(0, 6, length).tolist()  # few symbols: the cheap models have work to do
+    primer = min(primer, length)
+    # The codec's order: the primer on lane 0, fan-out, then lanes in lockstep.
+    bounds = [primer + j * (length - primer) // lanes for j in range(lanes + 1)]
+    order = [(0, i) for i in range(primer)] + [None]
+    for s in range(length):
+        order += [(j, bounds[j] + s) for j in range(lanes) if bounds[j] + s < bounds[j + 1]]
+    rows = {i: rng.normal(0, 2, vocab).astype(np.float32) for i in range(length)}
+    enc_ens, dec_ens = (new_ensemble(EnsembleParams(match_min=2), vocab, lanes, length) for _ in range(2))
+    encoder = _cext.Encoder()
+    for item in order:
+        if item is None:
+            enc_ens.fan_out()
+        else:
+            enc_ens.encode(encoder, item[0], item[1], rows[item[1]], doc[item[1]], PRECISION)
+    decoder = _cext.Decoder(encoder.finish())
+    out = [None] * length
+    for item in order:
+        if item is None:
+            dec_ens.fan_out()
+        else:
+            out[item[1]] = dec_ens.decode(decoder, item[0], item[1], rows[item[1]], PRECISION)
+    assert out == doc
+
+
+def test_bad_calls_raise_and_disable_the_ensemble():
+    ens = new_ensemble(EnsembleParams(), 10, 2, 5)
+    logits = np.zeros(10, np.float32)
+    with pytest.raises(ValueError, match="10 entries"):
+        ens.measure(0, 0, np.zeros(9, np.float32), 1, 31)
+    with pytest.raises(ValueError, match="out of range"):
+        ens.measure(2, 0, logits, 1, 31)  # lane 2 of 2
+    with pytest.raises(ValueError, match="unusable"):
+        ens.measure(0, 0, logits, 1, 31)
+    ens = new_ensemble(EnsembleParams(), 10, 2, 5)
+    with pytest.raises(ValueError, match="out of range"):
+        ens.measure(0, 5, logits, 1, 31)  # position 5 of 5
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("orders", 7), ("match_min", 1), ("match_min", 33), ("mix_rate", -1), ("w_ngram", -1), ("bias_rate", 1 << 21)],
+)
+def test_parameters_out_of_range_are_refused(field, value):
+    with pytest.raises(ValueError, match=field):
+        EnsembleParams(**{field: value})
+
+
+def test_table_sizes_follow_the_token_count():
+    assert table_bits(1) == (10, 10)
+    assert table_bits(45_000) == (17, 17)
+    assert table_bits(10**7) == (20, 22)
