@@ -34,6 +34,9 @@
 #define HIST 32                        /* tokens of history each lane keeps */
 #define MATCH_CLASSES 4                /* none, short, medium, long */
 #define LEN_BUCKETS 32                 /* match lengths for the hit-rate model */
+#define APM_BITS 12                    /* the APM's input range: logit2 in -12..12 bits */
+#define APM_KNOTS (2 * APM_BITS + 1)
+#define APM_LENGTHS 16                 /* match length buckets with an APM of their own */
 #define NIN (2 + NCZ_ENS_MAX_ORDERS)   /* LLM, orders 1..6, match */
 #define IN_MATCH (1 + NCZ_ENS_MAX_ORDERS)
 #define NSETS (MATCH_CLASSES * (NCZ_ENS_MAX_ORDERS + 1))
@@ -70,8 +73,13 @@ struct ncz_ensemble {
     uint64_t match_mask;
     lane_state *lane;
     int32_t w[NSETS][NIN];
-    uint32_t hit_p[LEN_BUCKETS]; /* match hit rate per length bucket, Q16 */
-    uint32_t hit_n[LEN_BUCKETS];
+    /* The match model's confidence is an APM (adaptive probability map) per match length:
+     * it maps the LLM's own log-odds of the guessed token to the log-odds that the guess is
+     * right, piecewise linear with a knot per bit, learned from outcomes. It starts as the
+     * identity (the match changes nothing until it has shown it knows better): in prose the
+     * LLM usually expects what a short match guesses, and then the match adds nothing. */
+    int32_t apm[APM_LENGTHS][APM_KNOTS];
+    uint8_t apm_n[APM_LENGTHS][APM_KNOTS];
 
     /* the current token, from prepare to update */
     int pending, plain, cur_lane, set;
@@ -83,7 +91,8 @@ struct ncz_ensemble {
     int32_t feat[MAXC][NIN];
     int32_t cand_k[MAXC]; /* the LLM's log steps below its maximum */
     int32_t boost[MAXC];  /* what the features add to the score, steps */
-    int match_bucket;
+    int match_bucket, apm_knot;
+    int32_t apm_frac, apm_out; /* the interpolation weight of knot + 1, and the output */
     int32_t match_tok;
     int has_input[NIN];
 };
@@ -218,11 +227,14 @@ int ncz_ens_new(const ncz_ens_params *p, size_t vocab, int lanes, size_t doc_len
         e->w[s][IN_MATCH] = p->w_match;
     }
     /* Before any evidence, a match of length L is trusted like L hits in L + 2 tries. */
-    for (i = 0; i < LEN_BUCKETS; i++) {
-        uint32_t len = i < 8 ? (uint32_t)i : (uint32_t)(8u << ((i - 8) / 2)) * (2 + (i - 8) % 2) / 2;
-        e->hit_p[i] = (uint32_t)((uint64_t)W_ONE * len / (len + 2));
-        if (e->hit_p[i] < W_ONE / 4)
-            e->hit_p[i] = W_ONE / 4;
+    /* Before any evidence: the LLM's odds, raised for long matches to a floor of 1:1 from
+     * 8 tokens, 4:1 from 16, 16:1 from 32 (repeats that long are rarely coincidences). */
+    for (i = 0; i < APM_LENGTHS; i++) {
+        int32_t floor_steps = i < 8 ? INT32_MIN : i < 10 ? 0 : i < 12 ? 2 * STEPS : 4 * STEPS;
+        for (s = 0; s < APM_KNOTS; s++) {
+            int32_t x = (s - APM_BITS) * STEPS;
+            e->apm[i][s] = x > floor_steps ? x : floor_steps;
+        }
     }
     *out = e;
     return NCZ_OK;
@@ -268,11 +280,6 @@ static int match_bucket_of(uint32_t len)
         e++;
     b = 8 + 2 * (e - 3) + (int)((len >> (e - 1)) & 1);
     return b < LEN_BUCKETS ? b : LEN_BUCKETS - 1;
-}
-
-static int match_class_of(uint32_t len)
-{
-    return len == 0 ? 0 : len < 8 ? 1 : len < 16 ? 2 : 3;
 }
 
 static int add_candidate(ncz_ensemble *e, int32_t tok)
@@ -331,10 +338,20 @@ static void score_candidates(ncz_ensemble *e, const lane_state *ls, size_t n)
         }
     }
     if (e->match_tok >= 0) {
-        uint32_t hp = e->hit_p[e->match_bucket];
-        c = add_candidate(e, e->match_tok);
-        e->feat[c][IN_MATCH] = softplus_steps((int64_t)ilog2_steps(hp) -
-                                              ilog2_steps(W_ONE - hp) - llm_log2p(e, c));
+        /* x = log2(P / (1 - P)) of the guess under the LLM, in steps */
+        int32_t l2 = llm_log2p(e, c = add_candidate(e, e->match_tok)), x, a;
+        uint64_t p31 = l2 <= -32 * STEPS ? 0 : weight_at(-(int64_t)l2);
+        const int32_t *knot = e->apm[e->match_bucket];
+        x = l2 - (ilog2_steps(((uint64_t)1 << 31) - p31 + (p31 == (uint64_t)1 << 31)) - 31 * STEPS);
+        x = x < -APM_BITS * STEPS ? -APM_BITS * STEPS : x > APM_BITS * STEPS ? APM_BITS * STEPS : x;
+        a = x + APM_BITS * STEPS;
+        e->apm_knot = a / STEPS < APM_KNOTS - 1 ? a / STEPS : APM_KNOTS - 2;
+        e->apm_frac = a - e->apm_knot * STEPS; /* 0..256 */
+        e->apm_out = (int32_t)shr_floor((int64_t)knot[e->apm_knot] * (STEPS - e->apm_frac) +
+                                        (int64_t)knot[e->apm_knot + 1] * e->apm_frac, 8);
+        /* the log-ratio of "the guess has the APM's odds, the rest keeps the LLM's shape"
+         * over the LLM, for the guess (0 for every other token): out - x */
+        e->feat[c][IN_MATCH] = e->apm_out - x;
     }
     for (c = 0; c < e->ncand; c++) {
         int64_t add = 0;
@@ -487,10 +504,11 @@ int ncz_ens_prepare(ncz_ensemble *e, int lane, size_t pos, const float *logits, 
         (size_t)e->doc[ls->match_ptr] < n) {
         e->match_tok = e->doc[ls->match_ptr];
         e->match_bucket = match_bucket_of(ls->match_len);
+        e->match_bucket = e->match_bucket < APM_LENGTHS ? e->match_bucket : APM_LENGTHS - 1;
         e->has_input[IN_MATCH] = 1;
         add_candidate(e, e->match_tok);
     }
-    e->set = match_class_of(e->match_tok >= 0 ? ls->match_len : 0) * (NCZ_ENS_MAX_ORDERS + 1) + hi;
+    e->set = (e->match_tok >= 0) * (NCZ_ENS_MAX_ORDERS + 1) + hi;
     /* The candidates' LLM log steps below the maximum (NaN: the limit). */
     for (c = 0; c < e->ncand; c++) {
         float steps = (mf - logits[e->cand[c]]) * step_scale;
@@ -545,11 +563,20 @@ static void match_update(ncz_ensemble *e, lane_state *ls, int32_t y)
     int m = e->p.match_min, i;
     if (e->match_tok >= 0) {
         int hit = e->match_tok == y;
-        uint32_t *pp = &e->hit_p[e->match_bucket], *nn = &e->hit_n[e->match_bucket];
-        int64_t target = hit ? W_ONE - 16 : 16;
-        *pp = (uint32_t)((int64_t)*pp + (target - (int64_t)*pp) / (int64_t)(*nn + 2));
-        if (*nn < 60)
-            (*nn)++;
+        int32_t *knot = e->apm[e->match_bucket];
+        uint8_t *n = &e->apm_n[e->match_bucket][e->apm_knot];
+        /* q = P(hit) by the APM, Q16: 1 / (1 + 2^-out) */
+        int64_t out = e->apm_out, q, err, step;
+        uint64_t w = weight_at(out >= 0 ? out : -out);
+        q = out >= 0 ? (int64_t)(((uint64_t)1 << 47) / (((uint64_t)1 << 31) + w))
+                     : (int64_t)((w << 16) / (((uint64_t)1 << 31) + w));
+        err = (hit ? W_ONE : 0) - q;
+        /* a gradient step on the log loss, in steps, faster while the knot is new */
+        step = err * STEPS * 8 / ((int64_t)(*n + 4) * W_ONE); /* 2 bits at most, 1/8 later */
+        knot[e->apm_knot] += (int32_t)(step * (STEPS - e->apm_frac) / STEPS);
+        knot[e->apm_knot + 1] += (int32_t)(step * e->apm_frac / STEPS);
+        if (*n < 60)
+            (*n)++;
         if (hit) {
             ls->match_ptr++;
             if (ls->match_len < 65535)

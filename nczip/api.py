@@ -49,7 +49,9 @@ class Compressor:
     Gemma-3-270M), ``threads`` (None: physical cores), ``window`` and ``keep`` (context tokens),
     ``cdf_bits`` (CDF precision), ``check_every`` (steps between drift checkpoints), ``lanes``
     (the most lanes a segment is coded in, in lockstep), ``lane_tokens`` (the fewest tokens
-    per lane) and ``primer`` (tokens coded on one lane before the others start from them). Invalid values raise ValueError naming the valid range.
+    per lane), ``primer`` (tokens coded on one lane before the others start from them) and
+    ``llm_only`` (leave out the n-gram, match and bias models that run beside the LLM).
+    Invalid values raise ValueError naming the valid range.
 
     >>> from nczip import Compressor
     >>> with Compressor() as c:
