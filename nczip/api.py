@@ -12,7 +12,7 @@ from typing import Callable
 from . import codec, container, segment, tokens
 from .codec import CodecParams, CodingStats
 from .container import Archive, Header, Method, Segment
-from .ensemble import HEADER_PREFIX as ENSEMBLE_PREFIX, EnsembleParams
+from .ensemble import HEADER_PREFIX as ENSEMBLE_PREFIX, PRESET_KEY, EnsembleParams
 from .errors import ChecksumError, FormatError, ModelMismatchError, NczipError
 from .models.llm import LanguageModel
 from .models.registry import DEFAULT_MODEL_PACKAGE, ModelFile, resolve_model
@@ -259,8 +259,13 @@ def check_header(header: Header) -> CodecParams:
     if not header.original_size:
         return CodecParams()  # nothing to decode: no parameter matters
     keys = set(header.params)
-    uses_ensemble = any(k.startswith(ENSEMBLE_PREFIX) for k in keys)
-    expected = _PARAM_KEYS | EnsembleParams.header_keys() if uses_ensemble else _PARAM_KEYS
+    uses_ensemble = PRESET_KEY in keys or any(k.startswith(ENSEMBLE_PREFIX) for k in keys)
+    if PRESET_KEY in keys:
+        expected = _PARAM_KEYS | {PRESET_KEY}
+    elif uses_ensemble:
+        expected = _PARAM_KEYS | EnsembleParams.header_keys()
+    else:
+        expected = _PARAM_KEYS
     if keys != expected:
         unknown = sorted(keys - expected)
         missing = sorted(expected - keys)

@@ -2,6 +2,7 @@
 determinism, thread independence, and the checks that refuse a wrong model or damaged data."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from pathlib import Path
 
@@ -54,6 +55,26 @@ def test_the_ensemble_pays_on_repeated_text(tiny_gguf):
             assert c.decompress(archive) == data
         sizes[llm_only] = len(archive)
     assert sizes[False] < 0.5 * sizes[True], sizes
+
+
+def test_ensemble_settings_other_than_a_preset_are_recorded_in_full(tiny_gguf):
+    data = bytes(range(32, 127)) * 4
+    custom = dataclasses.replace(EnsembleParams(), orders=2, match_min=6)
+    with Compressor(model=tiny_gguf, threads=1) as c:
+        c.params = dataclasses.replace(c.params, ensemble=custom)
+        archive = c.compress(data)
+        params = container.read_header(archive)[0].params
+        assert params["ens_orders"] == 2 and params["ens_match_min"] == 6 and "ensemble" not in params
+    with Compressor(model=tiny_gguf, threads=1) as fresh:  # decodes with what the header says
+        assert fresh.decompress(archive) == data
+
+
+def test_unknown_ensemble_preset_is_refused(tiny_compressor):
+    archive = container.read_archive(tiny_compressor.compress(b"some text"))
+    header = dataclasses.replace(archive.header, params={**archive.header.params, "ensemble": 99})
+    forged = container.write_archive(dataclasses.replace(archive, header=header))
+    with pytest.raises(FormatError, match="preset 99"):
+        tiny_compressor.decompress(forged)
 
 
 def test_long_input_slides_the_window_many_times(tiny_compressor):
@@ -138,16 +159,11 @@ def test_header_records_the_parameters(tiny_gguf):
         "n_vocab": 559,
         "primer": 512,
         "window": 40,
-        "ens_bias_rate": EnsembleParams().bias_rate,
-        "ens_match_min": EnsembleParams().match_min,
-        "ens_mix_rate": EnsembleParams().mix_rate,
-        "ens_orders": EnsembleParams().orders,
-        "ens_w_match": EnsembleParams().w_match,
-        "ens_w_ngram": EnsembleParams().w_ngram,
+        "ensemble": 1,  # the default preset
     }
     with Compressor(model=tiny_gguf, threads=1, llm_only=True) as c:
         header, _ = container.read_header(c.compress(b"hello world"))
-    assert not any(key.startswith("ens_") for key in header.params)
+    assert not any(key.startswith("ens") for key in header.params)
     assert header.backend == "llama.cpp"
     assert header.model_sha256 == hashlib.sha256(tiny_gguf.read_bytes()).digest()
 
