@@ -287,3 +287,42 @@ def test_memory_clear_equals_fresh_context(tiny_gguf):
         assert np.array_equal(r.logits_chunked(toks[:100], 64), fresh_chunked)
         r.decode(toks[100:], 100)
         assert np.array_equal(r.logits_single(toks[:100]), fresh_single)
+
+
+# --- flash attention: a lone query is never sent ---------------------------------------------
+
+LONE_QUERY_TOKENS = 700  # past the 512 cells from which ggml splits a lone query between threads
+
+
+def _lone_query_logits(path: Path, n_threads: int, *, raw: bool) -> np.ndarray:
+    """Logits of single-token decodes past 512 cells with flash attention: through llama.cpp
+    directly (raw) or through the backend, which pads lone queries with a second row."""
+    if raw:
+        with LowLevel(path, n_threads=n_threads, n_ctx=1024, flash_attn=1) as r:
+            toks = (_tokens(r, 200) * 4)[:LONE_QUERY_TOKENS]
+            return r.logits_single(toks)[-64:]
+    from nczip.models.llama_cpp import LlamaCppModel
+    from nczip.models.registry import resolve_model
+
+    model = LlamaCppModel(resolve_model(str(path)), n_ctx=1024, threads=n_threads)
+    try:
+        model.configure(1024, 1)
+        toks = (model.tokenize(ENGLISH.encode() * 4)[:200] * 4)[:LONE_QUERY_TOKENS]
+        rows = [np.array(model.evaluate([t], i), copy=True) for i, t in enumerate(toks)]
+        return np.stack(rows[-64:])
+    finally:
+        model.close()
+
+
+def test_flash_attention_splits_a_lone_query_by_thread_count(tiny_gguf):
+    """The hazard the backend avoids: with flash attention, llama.cpp's own single-token decode
+    past 512 cells gives other floats with 1 and 2 threads. If this stops failing, a newer
+    llama.cpp no longer splits, and the padding in LlamaCppModel._decode could go."""
+    one, two = (_lone_query_logits(tiny_gguf, n, raw=True) for n in (1, 2))
+    assert not np.array_equal(one, two)
+
+
+def test_backend_lone_queries_do_not_depend_on_thread_count(tiny_gguf):
+    one, two = (_lone_query_logits(tiny_gguf, n, raw=False) for n in (1, 2))
+    assert np.isfinite(one).all()
+    assert np.array_equal(one, two)
