@@ -205,13 +205,15 @@ def test_weights_are_monotone_and_within_one_step_of_exact():
 
 
 def test_ideal_bits():
+    # A diagnostic with its own float32 exp2 (fast enough for every token of a -vv run): within
+    # 1e-5 bits of the double-precision reference.
     logits = seeded_logits(3, 20000, "peaked")
     for s in [0, 17, int(np.argmax(logits)), 19999]:
-        assert _cext.ideal_bits(logits, s) == pytest.approx(ref.ideal_bits(logits, s), rel=1e-9)
+        assert _cext.ideal_bits(logits, s) == pytest.approx(ref.ideal_bits(logits, s), abs=1e-5)
     x = logits.astype(np.float64)
     p = np.exp(x - x.max())
     p /= p.sum()
-    assert _cext.ideal_bits(logits, 5) == pytest.approx(-math.log2(p[5]), rel=1e-9)
+    assert _cext.ideal_bits(logits, 5) == pytest.approx(-math.log2(p[5]), abs=1e-5)
     assert _cext.ideal_bits(np.array([np.inf, 1, np.inf], np.float32), 0) == 1.0
     assert _cext.ideal_bits(np.array([np.inf, 1, np.inf], np.float32), 1) == math.inf
     assert _cext.ideal_bits(np.full(8, -np.inf, np.float32), 3) == 3.0
