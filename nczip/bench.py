@@ -485,7 +485,9 @@ def format_markdown(report: Report) -> str:
         if r.bpb is not None and r.status == "ok" and r.bpb == best.get(r.file):
             cells[4] = f"**{cells[4]}**"
         lines.append("| " + " | ".join(cells) + " |")
-    lines += [f"\n{n}" if i == 0 else n for i, n in enumerate(notes(report))]
+    extra = notes(report)
+    if extra:
+        lines += [""] + [f"- {n}" for n in extra]
     return "\n".join(lines) + "\n"
 
 

@@ -346,3 +346,59 @@ def test_default_inputs_are_the_text_corpus_with_enwik8_cut_to_1mb(tmp_path, mon
     assert [m.name for m in missing] == ["alice29.txt", "asyoulik.txt", "lcet10.txt", "plrabn12.txt", "urls.10K"]
     found, _ = bench.resolve_inputs([], limit=5000)
     assert [i.limit for i in found] == [5000, 5000]
+
+
+# -- bench/results.py ---------------------------------------------------------------------------------
+def load_results_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_results", ROOT / "bench" / "results.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_readme_has_the_results_block_and_it_is_replaced_in_place():
+    results = load_results_script()
+    readme = (ROOT / "README.md").read_text()
+    assert readme.count(results.BEGIN) == 1 and readme.count(results.END) == 1
+    new = results.replace_block(readme, "| table |\n")
+    before, after = readme.split(results.BEGIN)[0], readme.split(results.END)[1]
+    assert new == before + results.BEGIN + "\n| table |\n" + results.END + after
+    assert results.replace_block(new, "| other |") == before + results.BEGIN + "\n| other |\n" + results.END + after
+    with pytest.raises(ValueError):
+        results.replace_block("# no markers\n", "x")
+
+
+def test_results_script_rewrites_readme_and_plot(tiny_gguf, tmp_path):
+    """bench/results.py end to end on 200-byte prefixes of the corpus, into a copy of README."""
+    needs_tools()
+    pytest.importorskip("matplotlib")
+    missing = [f.name for f in manifest.bench_files() if locate.find(f.name) is None]
+    if missing:
+        if os.environ.get("CI"):
+            pytest.fail(f"corpus files not found: {missing}")
+        pytest.skip(f"corpus files not found: {missing}")
+    results = load_results_script()
+    readme = tmp_path / "README.md"
+    readme.write_text((ROOT / "README.md").read_text())
+    proc = subprocess.run(
+        [sys.executable, ROOT / "bench" / "results.py", "--model", tiny_gguf, "--threads", "1", "--limit", "200",
+         "--readme", readme, "--plot", tmp_path / "p.png", "--json", tmp_path / "r.json"],
+        capture_output=True, text=True, env=child_env(), timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    block = readme.read_text().split(results.BEGIN)[1].split(results.END)[0]
+    assert f"nczip {__version__}" in block and "the first 200 bytes of each file" in block
+    rows = table_rows_markdown(block)
+    assert [(r[0], r[2]) for r in rows] == [(f.name, t) for f in manifest.bench_files() for t in TOOLS]
+    assert "](docs/bench.png)" in block
+    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+    assert len(json.loads((tmp_path / "r.json").read_text())["rows"]) == len(rows)
+    outside = lambda text: text.split(results.BEGIN)[0] + text.split(results.END)[1]  # noqa: E731
+    assert outside(readme.read_text()) == outside((ROOT / "README.md").read_text())
+
+
+def table_rows_markdown(text: str) -> list[list[str]]:
+    lines = [line for line in text.splitlines() if line.startswith("| ")][2:]  # past header and alignment
+    return [[c.strip() for c in line.strip("|").split("|")] for line in lines]
