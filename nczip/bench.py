@@ -2,11 +2,12 @@
 
 Every row is one compressor on one file: compress in a child process, decompress in another,
 compare the bytes. Each child is timed by wall clock (start-up and model loading included, as a
-user running the command would see) and its peak RSS read from os.wait4(), so the numbers are
-that process's alone. nczip rows run ``python -m nczip`` with ``-vv`` and take the LLM-alone
-ideal code length (-sum log2 p) from its "ideal X bpb" line.
+user running the command would see) and its peak RSS is that program's own (time(1)'s %M, else
+os.wait4(); see run_child). nczip rows run ``python -m nczip`` with ``-vv`` and take the
+LLM-alone ideal code length (-sum log2 p) from its "ideal X bpb" line.
 
-    rows = run(inputs, tools)           # measure
+    inputs, missing = resolve_inputs(files, limit)
+    report = run(inputs, tools)         # measure
     format_table(report)                # terminal table; format_markdown() for README
     to_json(report), to_csv(report)     # for scripts
     plot(report, "bench.png")           # needs matplotlib (pip install 'nczip[bench]')
