@@ -3,6 +3,7 @@
     nczip [FILE...]            compress FILE to FILE.ncz (stdin -> stdout without FILE)
     nczip -d [FILE.ncz...]     decompress
     nczip compress|decompress|info|test ...
+    nczip bench [FILE...]      nczip against gzip, bzip2, xz and zstd (see bench.py)
 
 Exit status: 0 ok, 1 error, 2 usage. An error is one line on stderr, never a traceback.
 """
@@ -65,6 +66,13 @@ class GzipStyleGroup(click.Group):
         return [command, *routed]
 
 
+MODEL_OPTION = click.option("--model", "model_path", type=click.Path(dir_okay=False), help="GGUF model file (default: Gemma-3-270M).")
+THREADS_OPTION = click.option("--threads", type=click.IntRange(1, 256), help="CPU threads (default: physical cores).")
+WINDOW_HELP = "Context window in tokens."
+LANES_HELP = "Most lanes coded side by side: more is faster on long inputs, 1 compresses best."
+LLM_ONLY_HELP = "Predict with the language model alone, without the n-gram, match and bias models beside it."
+
+
 def common_options(func):
     options = [
         click.option("-c", "--stdout", "to_stdout", is_flag=True, help="Write to standard output, keep input files."),
@@ -73,8 +81,8 @@ def common_options(func):
         click.option("-f", "--force", is_flag=True, help="Overwrite existing output; write to a terminal."),
         click.option("-q", "--quiet", is_flag=True, help="No progress line or summaries."),
         click.option("-v", "--verbose", count=True, help="Report sizes, bpb and speed (-vv: ideal code length too)."),
-        click.option("--model", "model_path", type=click.Path(dir_okay=False), help="GGUF model file (default: Gemma-3-270M)."),
-        click.option("--threads", type=click.IntRange(1, 256), help="CPU threads (default: physical cores)."),
+        MODEL_OPTION,
+        THREADS_OPTION,
     ]
     for option in reversed(options):
         func = option(func)
@@ -90,9 +98,9 @@ def cli():
 @cli.command()
 @click.argument("files", nargs=-1, type=click.Path())
 @common_options
-@click.option("--window", type=click.IntRange(16, 131072), default=CodecParams.window, show_default=True, help="Context window in tokens.")
-@click.option("--lanes", type=click.IntRange(1, 256), default=CodecParams.lanes, show_default=True, help="Most lanes coded side by side: more is faster on long inputs, 1 compresses best.")
-@click.option("--llm-only", is_flag=True, help="Predict with the language model alone, without the n-gram, match and bias models beside it.")
+@click.option("--window", type=click.IntRange(16, 131072), default=CodecParams.window, show_default=True, help=WINDOW_HELP)
+@click.option("--lanes", type=click.IntRange(1, 256), default=CodecParams.lanes, show_default=True, help=LANES_HELP)
+@click.option("--llm-only", is_flag=True, help=LLM_ONLY_HELP)
 @click.option("--verify/--no-verify", default=None, help="Decode the archive before deleting the input (default: on when the input is deleted).")
 def compress(files, to_stdout, output, keep, force, quiet, verbose, model_path, threads, window, lanes, llm_only, verify):
     """Compress FILES (or standard input) to FILE.ncz."""
@@ -143,6 +151,76 @@ def test(files, quiet, model_path, threads):
                 run.say(f"{display(source)}: OK")
             run.guard(source, check)
     run.exit()
+
+
+@cli.command()
+@click.argument("files", nargs=-1, type=click.Path())
+@click.option("--limit", type=click.IntRange(1), metavar="BYTES", help="Benchmark the first BYTES bytes of each file.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, allow_dash=True), metavar="FILE", help="Write the results as JSON to FILE ('-': standard output).")
+@click.option("--csv", "csv_out", type=click.Path(dir_okay=False, allow_dash=True), metavar="FILE", help="Write the results as CSV to FILE ('-': standard output).")
+@click.option("--plot", "plot_out", type=click.Path(dir_okay=False), metavar="FILE.png", help="Plot bpb per file and bpb against speed (needs matplotlib).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress lines on stderr (nor the table, when it would go there).")
+@MODEL_OPTION
+@THREADS_OPTION
+@click.option("--window", type=click.IntRange(16, 131072), help=WINDOW_HELP + " [nczip's default]")
+@click.option("--lanes", type=click.IntRange(1, 256), help=LANES_HELP + " [nczip's default]")
+@click.option("--llm-only", is_flag=True, help=LLM_ONLY_HELP)
+def bench(files, limit, json_out, csv_out, plot_out, quiet, model_path, threads, window, lanes, llm_only):
+    """Compare nczip with gzip -9, bzip2 -9, xz -9e and zstd -19 on FILES.
+
+    FILES are paths or names of corpus files (corpora/manifest.json, found in $NCZIP_CORPORA or
+    ../shared/corpora); none: the standard text corpus (the first 1 MB of enwik8.head). Each
+    compressor compresses and decompresses in its own process and every round trip is compared.
+    The table goes to standard output, or to standard error when --json or --csv writes there.
+    Exit status 1 when a round trip failed or no file could be read.
+    """
+    from . import bench as b  # imported here: the other commands need none of it
+
+    if json_out == "-" and csv_out == "-":
+        raise click.UsageError("--json and --csv cannot both write to standard output")
+    if plot_out is not None:
+        try:
+            b.require_matplotlib()
+        except b.BenchError as exc:
+            raise click.ClickException(str(exc)) from None
+    try:
+        inputs, missing = b.resolve_inputs(files, limit)
+    except b.BenchError as exc:
+        raise click.ClickException(str(exc)) from None
+    if not inputs:
+        for m in missing:
+            click.echo(f"missing: {m.name} ({m.reason})", err=True)
+        raise click.ClickException("no file to benchmark")
+    say = (lambda message: None) if quiet else (lambda message: click.echo(f"nczip bench: {message}", err=True))
+    tools = [b.nczip_tool(model=model_path, threads=threads, window=window, lanes=lanes, llm_only=llm_only), *b.external_tools()]
+    report = b.run(
+        inputs, tools, missing=missing, limit=limit,
+        on_file=lambda f: say(f"{f.name} ({f.bytes:,} bytes)"),
+        on_row=lambda r: say(f"  {r.compressor}: " + (f"{r.bpb:.4f} bpb" if r.status == "ok" else f"{r.status}: {r.error}")),
+    )
+    machine_out = "-" in (json_out, csv_out)
+    if not (machine_out and quiet):
+        click.echo(b.format_table(report), nl=False, err=machine_out)
+    for target, text in ((json_out, b.to_json), (csv_out, b.to_csv)):
+        if target is not None:
+            write_text_output(target, text(report))
+    if plot_out is not None:
+        try:
+            b.plot(report, plot_out)
+        except OSError as exc:
+            raise click.ClickException(f"cannot write {plot_out}: {exc.strerror or exc}") from None
+    if report.failed:
+        raise click.ClickException(f"{len(report.failed)} of {len(report.rows)} runs failed (see FAILED in the table)")
+
+
+def write_text_output(target: str, text: str) -> None:
+    if target == "-":
+        click.echo(text, nl=False)
+        return
+    try:
+        write_atomic(target, text.encode())
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {target}: {exc.strerror or exc}") from None
 
 
 # -- per-file work ---------------------------------------------------------------------------------

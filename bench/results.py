@@ -1,0 +1,108 @@
+"""Regenerate README's results table and plot (docs/bench.png) in one command.
+
+    python bench/results.py [--limit BYTES] [--model FILE.gguf] [--threads N] [--print]
+
+Runs `nczip bench` on the standard text corpus (corpora/manifest.json: alice29.txt, asyoulik.txt,
+lcet10.txt, plrabn12.txt, html, urls.10K and the first 1 MB of enwik8.head), every nczip row a
+verified round trip, and rewrites the block between README's "results: begin" and "results: end"
+markers with the machine (CPU model, cores), the date, the nczip version and commit, the table
+and the plot. The raw numbers go to bench/out/results.json (--json). --print prints the block
+and leaves README and the plot alone. Nothing is written when a round trip fails.
+
+The whole corpus is about 3 MB: at nczip's ~0.25 KB/s each way on 2 cores that is 6 to 7 hours.
+Run it on an otherwise idle machine: llama.cpp's threads spin, and other load distorts timings.
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from nczip import bench  # noqa: E402
+
+BEGIN = "<!-- results: begin (bench/results.py writes this block) -->"
+END = "<!-- results: end -->"
+PLOT = Path("docs/bench.png")
+
+
+def replace_block(readme: str, block: str) -> str:
+    """README with the text between the BEGIN and END markers replaced by `block`."""
+    start, end = readme.find(BEGIN), readme.find(END)
+    if start < 0 or end < start:
+        raise ValueError(f"README has no {BEGIN!r} ... {END!r} block")
+    return readme[: start + len(BEGIN)] + "\n" + block.rstrip("\n") + "\n" + readme[end:]
+
+
+def commit() -> str:
+    try:
+        out = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True, check=True)
+        return out.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def render(report: bench.Report, plot_path: Path | None, settings: str = "default settings") -> str:
+    meta, machine = report.meta, report.meta["machine"]
+    scope = f"the first {meta['limit']:,} bytes of each file" if meta["limit"] else "whole files except as noted under the table"
+    lines = [
+        f"Measured on {meta['date'][:10]} on {machine['cpu']} ({machine['physical_cores']} physical cores, "
+        f"{machine['logical_cpus']} logical CPUs), nczip {meta['nczip_version']} (commit {commit()}), {settings}; "
+        f"{scope}. Every row is a round trip through separate compress and decompress processes, "
+        "compared byte for byte; speeds are wall clock per process (start-up and model loading "
+        "included; nczip's compress also measures the ideal code length, `-vv`), KB = 1024 bytes. "
+        "LLM ideal: −Σ log2 p of the language model alone. Peak RSS: the larger of the two processes'.",
+        "",
+        bench.format_markdown(report).rstrip("\n"),
+    ]
+    if plot_path is not None:
+        lines += ["", f"![bits per byte per file, and against compress speed]({plot_path.as_posix()})"]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--limit", type=int, default=None, help="bytes of each file (default: whole files, enwik8.head 1 MB)")
+    parser.add_argument("--model", default=None, help="GGUF model (default: Gemma-3-270M)")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--readme", type=Path, default=ROOT / "README.md")
+    parser.add_argument("--plot", type=Path, default=ROOT / PLOT, help=f"the plot (default: {PLOT}; README links {PLOT})")
+    parser.add_argument("--json", type=Path, default=ROOT / "bench" / "out" / "results.json", help="the raw numbers")
+    parser.add_argument("--print", dest="print_only", action="store_true", help="print the block; write nothing")
+    args = parser.parse_args()
+
+    if not args.print_only:
+        bench.require_matplotlib()
+        replace_block(args.readme.read_text(), "")  # fail now, not after hours, if the markers are gone
+    inputs, missing = bench.resolve_inputs([], args.limit)
+    tools = [bench.nczip_tool(model=args.model, threads=args.threads), *bench.external_tools()]
+    report = bench.run(
+        inputs, tools, missing=missing, limit=args.limit,
+        on_file=lambda f: print(f"{f.name} ({f.bytes:,} bytes)", file=sys.stderr, flush=True),
+        on_row=lambda r: print(f"  {r.compressor}: {r.status}" + (f", {r.bpb:.4f} bpb" if r.bpb else ""), file=sys.stderr, flush=True),
+    )
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(bench.to_json(report))
+    if report.failed or report.missing or not report.files:
+        print(bench.format_table(report), file=sys.stderr)
+        print("results.py: not updating README: a run failed or a corpus file is missing", file=sys.stderr)
+        return 1
+    named = (("model", args.model and Path(args.model).name), ("threads", args.threads), ("limit", args.limit))
+    settings = ", ".join(f"--{k} {v}" for k, v in named if v) or "default settings"
+    if args.print_only:
+        print(render(report, None, settings), end="")
+        return 0
+    bench.plot(report, args.plot)
+    args.readme.write_text(replace_block(args.readme.read_text(), render(report, PLOT, settings)))
+    print(f"results.py: wrote {args.readme}, {args.plot} and {args.json}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except bench.BenchError as exc:
+        sys.exit(f"results.py: {exc}")
