@@ -1,13 +1,8 @@
 """nczip: lossless compression of text with a language model as the predictor."""
-from importlib.metadata import PackageNotFoundError, version
+# The one place the version is written (pyproject.toml reads it): importlib.metadata would cost
+# ~35 ms of every start.
+__version__ = "0.1.0"
 
-try:
-    __version__ = version("nczip")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0+unknown"
-
-from .api import Compressor, compress, decompress  # noqa: E402
-from .ncfile import NczipFile, open  # noqa: E402
 from .errors import (  # noqa: E402
     ChecksumError,
     CorruptSegmentError,
@@ -35,3 +30,18 @@ __all__ = [
     "ModelMismatchError",
     "__version__",
 ]
+
+
+# The pipeline brings numpy and, on first use, llama.cpp: imported when first asked for, so that
+# `nczip` on a binary file, `nczip info` and `nczip --help` start fast.
+_LAZY = {"Compressor": "api", "compress": "api", "decompress": "api", "open": "ncfile", "NczipFile": "ncfile"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

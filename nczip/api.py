@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import hashlib
 import os
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from . import codec, container, segment, tokens
-from .codec import CodecParams, CodingStats
+from . import binary, container, route, segment, tokens
 from .container import Archive, Header, Method, Segment
 from .ensemble import HEADER_PREFIX as ENSEMBLE_PREFIX, PRESET_KEY, EnsembleParams
 from .errors import ChecksumError, FormatError, ModelMismatchError, NczipError
-from .models.llm import LanguageModel
 from .models.registry import DEFAULT_MODEL_PACKAGE, ModelFile, resolve_model
+from .params import CodecParams, CodingStats
+
+if TYPE_CHECKING:  # the codec and the model bring numpy and llama.cpp: imported where used
+    from .models.llm import LanguageModel
 
 # Called with (bytes done, tokens done) since the last call.
 Progress = Callable[[int, int], None]
@@ -24,6 +26,7 @@ Progress = Callable[[int, int], None]
 # an unknown parameter may change the bits in a way this decoder cannot repeat.
 _PARAM_KEYS = frozenset({"cdf_bits", "check_every", "keep", "lane_tokens", "lanes", "n_batch", "n_vocab", "primer", "window"})
 DEFAULT_MODEL_NAME = "gemma-3-270m-q4_k_m.gguf"
+ROUTES = ("auto", "llm")
 
 
 def physical_cores() -> int:
@@ -49,8 +52,10 @@ class Compressor:
     Gemma-3-270M), ``threads`` (None: physical cores), ``window`` and ``keep`` (context tokens),
     ``cdf_bits`` (CDF precision), ``check_every`` (steps between drift checkpoints), ``lanes``
     (the most lanes a segment is coded in, in lockstep), ``lane_tokens`` (the fewest tokens
-    per lane), ``primer`` (tokens coded on one lane before the others start from them) and
-    ``llm_only`` (leave out the n-gram, match and bias models that run beside the LLM).
+    per lane), ``primer`` (tokens coded on one lane before the others start from them),
+    ``llm_only`` (leave out the n-gram, match and bias models that run beside the LLM) and
+    ``route`` ("auto": text to the LLM, binary to zstd or lzma, never worse than those; "llm":
+    every byte to the LLM, for measurements and tests).
     Invalid values raise ValueError naming the valid range.
 
     >>> from nczip import Compressor
@@ -73,6 +78,7 @@ class Compressor:
         lane_tokens: int = CodecParams.lane_tokens,
         primer: int = CodecParams.primer,
         llm_only: bool = False,
+        route: str = "auto",
     ):
         self.params = CodecParams(
             window=window,
@@ -87,6 +93,9 @@ class Compressor:
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 256):
             raise ValueError(f"threads must be an integer in 1..256, got {threads!r}")
         self.threads = threads or physical_cores()
+        if route not in ROUTES:
+            raise ValueError(f"route must be one of {', '.join(ROUTES)}, got {route!r}")
+        self.route = route
         self._model_spec = model
         self._model_file: ModelFile | None = None
         self._model: LanguageModel | None = None
@@ -132,13 +141,53 @@ class Compressor:
         """An ArchiveBuilder: feed it segments as they arrive (nczip.open() in write mode does)."""
         return ArchiveBuilder(self, progress, CodingStats(measure_ideal=measure_ideal))
 
-    def _encode_segment(self, chunk: bytes, progress: Progress | None, stats: CodingStats) -> Segment:
+    def _encode_chunk(
+        self, chunk: bytes, progress: Progress | None, stats: CodingStats
+    ) -> tuple[list[Segment], Segment | None]:
+        """The segments of one chunk (see segment.py): its text spans (route.py) coded by the LLM,
+        its binary spans by stored, zstd or lzma, whichever is smallest.
+
+        Two guards keep the result from ever being worse than the plain codecs: a text span
+        whose LLM payload is larger than its binary coding is kept in that coding, and a chunk
+        whose segments together are larger than the binary coding of the whole chunk becomes
+        that one segment. Returns the segments and that binary coding of the whole chunk
+        (None with route "llm", which has no guards)."""
+        if self.route == "llm":
+            return [self._encode_text(chunk, progress, stats)], None
+        spans = route.plan(chunk)
+        segments = []
+        whole = None
+        for span in spans:
+            part = chunk[span.start : span.end]
+            fallback = Segment(*_binary_segment(part))
+            if len(spans) == 1:
+                whole = fallback
+            if span.text:
+                coded = self._encode_text(part, progress, stats)
+                segments.append(coded if len(coded.payload) < len(fallback.payload) else fallback)
+            else:
+                segments.append(fallback)
+                if progress is not None:
+                    progress(len(part), 0)
+        if whole is None:
+            whole = Segment(*_binary_segment(chunk))
+            if len(whole.payload) <= sum(len(s.payload) + container.RECORD_BYTES for s in segments) - container.RECORD_BYTES:
+                return [whole], whole
+        return segments, whole
+
+    def _encode_text(self, text: bytes, progress: Progress | None, stats: CodingStats) -> Segment:
+        from . import codec
+
         model = self._loaded_model(self.params.window)
-        ids = tokens.tokenize_exact(chunk, model)
+        ids = tokens.tokenize_exact(text, model)
         payload = codec.encode_tokens(model, ids, self.params, progress=_token_progress(model, progress), stats=stats)
-        return Segment(Method.LLM, len(chunk), len(ids), payload)
+        return Segment(Method.LLM, len(text), len(ids), payload)
 
     def _header(self, size: int, sha256: bytes, uses_model: bool) -> Header:
+        if not uses_model:
+            # No segment needs a model: the archive names none, and decodes without one.
+            return Header(backend="", model_name="", model_sha256=bytes(32), original_size=size,
+                          original_sha256=sha256, params={})
         from .models.llama_cpp import BACKEND_ID, DEFAULT_N_BATCH
 
         model_file = self.model_file()
@@ -187,9 +236,15 @@ class Compressor:
         original_size: int, token_count: int, payload: bytes, progress: Progress | None = None,
     ) -> bytes:
         """Decode one segment's payload (already CRC-checked) into its original bytes."""
-        if method == Method.STORED:
-            part = payload
+        if method in (Method.STORED, Method.ZSTD, Method.LZMA):
+            part = binary.decode(method, payload, original_size, f"segment {index + 1} of {count}")
+            if progress is not None:
+                progress(len(part), 0)
         elif method == Method.LLM:
+            if not header.backend:
+                raise FormatError(f"segment {index + 1} of {count} needs a model, but the archive names none")
+            from . import codec
+
             model = self._model_for(header, params)
             ids = codec.decode_tokens(
                 model, payload, token_count, params, segment_index=index, progress=_token_progress(model, progress)
@@ -240,24 +295,37 @@ class ArchiveBuilder:
         self._segments: list[Segment] = []
         self._hash = hashlib.sha256()
         self._size = 0
+        self._chunks = 0
+        self._whole: Segment | None = None  # the binary coding of the first chunk
 
     def add(self, chunk: bytes | memoryview) -> None:
         chunk = bytes(chunk)
         if chunk:
-            self._segments.append(self._compressor._encode_segment(chunk, self._progress, self.stats))
+            segments, self._whole = self._compressor._encode_chunk(chunk, self._progress, self.stats)
+            self._segments += segments
+            self._chunks += 1
             self._hash.update(chunk)
             self._size += len(chunk)
 
     def finish(self) -> Archive:
         self._compressor.last_stats = self.stats
-        header = self._compressor._header(self._size, self._hash.digest(), uses_model=bool(self._segments))
-        return Archive(header, tuple(self._segments))
+        uses_model = any(s.method == Method.LLM for s in self._segments)
+        header = self._compressor._header(self._size, self._hash.digest(), uses_model=uses_model)
+        archive = Archive(header, tuple(self._segments))
+        if uses_model and self._chunks == 1 and self._whole is not None:
+            # The whole-file guard: the compact form of the plain coding, when the model's
+            # header and savings together do not pay for themselves (short inputs).
+            plain_header = self._compressor._header(self._size, self._hash.digest(), uses_model=False)
+            plain = Archive(plain_header, (self._whole,))
+            if container.archive_size(plain) <= container.archive_size(archive):
+                return plain
+        return archive
 
 
 def check_header(header: Header) -> CodecParams:
     """The coding parameters an archive asks for, or a clear error if this nczip cannot honour them."""
-    if not header.original_size:
-        return CodecParams()  # nothing to decode: no parameter matters
+    if not header.original_size or not header.backend:
+        return CodecParams()  # nothing to decode, or nothing for a model to decode: no parameter matters
     keys = set(header.params)
     uses_ensemble = PRESET_KEY in keys or any(k.startswith(ENSEMBLE_PREFIX) for k in keys)
     if PRESET_KEY in keys:
@@ -292,6 +360,11 @@ def check_header(header: Header) -> CodecParams:
         )
     except ValueError as exc:
         raise FormatError(f"archive has invalid coding parameters: {exc}") from None
+
+
+def _binary_segment(data: bytes) -> tuple[Method, int, int, bytes]:
+    method, payload = binary.encode(data)
+    return method, len(data), 0, payload
 
 
 def verify_output(header: Header, size: int, sha256: bytes) -> None:

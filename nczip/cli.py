@@ -20,7 +20,7 @@ import click
 
 from . import __version__, container
 from .api import Compressor
-from .codec import CodecParams
+from .params import CodecParams
 from .errors import NczipError
 from .fileio import write_atomic
 from .progress import ProgressLine
@@ -71,6 +71,8 @@ THREADS_OPTION = click.option("--threads", type=click.IntRange(1, 256), help="CP
 WINDOW_HELP = "Context window in tokens."
 LANES_HELP = "Most lanes coded side by side: more is faster on long inputs, 1 compresses best."
 LLM_ONLY_HELP = "Predict with the language model alone, without the n-gram, match and bias models beside it."
+ROUTE_HELP = ("auto: text to the model, binary to zstd or lzma, never larger than those; "
+              "llm: every byte to the model (for measurements).")
 
 
 def common_options(func):
@@ -101,11 +103,12 @@ def cli():
 @click.option("--window", type=click.IntRange(16, 131072), default=CodecParams.window, show_default=True, help=WINDOW_HELP)
 @click.option("--lanes", type=click.IntRange(1, 256), default=CodecParams.lanes, show_default=True, help=LANES_HELP)
 @click.option("--llm-only", is_flag=True, help=LLM_ONLY_HELP)
+@click.option("--route", type=click.Choice(["auto", "llm"]), default="auto", show_default=True, help=ROUTE_HELP)
 @click.option("--verify/--no-verify", default=None, help="Decode the archive before deleting the input (default: on when the input is deleted).")
-def compress(files, to_stdout, output, keep, force, quiet, verbose, model_path, threads, window, lanes, llm_only, verify):
+def compress(files, to_stdout, output, keep, force, quiet, verbose, model_path, threads, window, lanes, llm_only, route, verify):
     """Compress FILES (or standard input) to FILE.ncz."""
     run = Run(quiet, verbose, force)
-    with Compressor(model=model_path, threads=threads, window=window, lanes=lanes, llm_only=llm_only) as compressor:
+    with Compressor(model=model_path, threads=threads, window=window, lanes=lanes, llm_only=llm_only, route=route) as compressor:
         for source, target in plan_outputs(files, to_stdout, output, decompressing=False):
             run.guard(source, lambda: compress_one(run, compressor, source, target, keep, verify))
     run.exit()

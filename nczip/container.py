@@ -33,6 +33,8 @@ __all__ = [
     "MAX_HEADER_BODY",
     "MAX_PARAMS",
     "MAX_SEGMENTS",
+    "MAX_CODED_SEGMENT",
+    "FLAG_SINGLE",
     "Method",
     "Params",
     "Header",
@@ -40,6 +42,8 @@ __all__ = [
     "Archive",
     "write_archive",
     "write_archive_to",
+    "archive_size",
+    "RECORD_BYTES",
     "read_header",
     "read_archive",
     "read_prefix",
@@ -57,6 +61,15 @@ FORMAT_VERSION = 1
 MAX_HEADER_BODY = 65536
 MAX_PARAMS = 256
 MAX_SEGMENTS = 2**20
+# The most original bytes one ZSTD or LZMA segment may hold (what the writer cuts at, see
+# segment.py): decoding allocates at most this much, whatever a forged archive claims.
+MAX_CODED_SEGMENT = 2**20
+
+# Flags in the fixed header. SINGLE: an archive that needs no model and holds at most one
+# segment (a stored, zstd or lzma fallback) has a compact header and no segment table, so that
+# nczip's worst case is zstd or lzma plus ~60 bytes.
+FLAG_SINGLE = 0x0001
+_KNOWN_FLAGS = FLAG_SINGLE
 
 _U8 = struct.Struct("<B")
 _U16 = struct.Struct("<H")
@@ -65,6 +78,7 @@ _U64 = struct.Struct("<Q")
 _I64 = struct.Struct("<q")
 _FIXED = struct.Struct("<4sHHI")  # magic, format version, flags, header body length
 _RECORD = struct.Struct("<BQQQI")  # method, original size, token count, payload size, CRC-32
+RECORD_BYTES = _RECORD.size  # what one more segment costs in the table
 
 _U64_MAX = 2**64 - 1
 _I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
@@ -77,7 +91,8 @@ class Method(enum.IntEnum):
 
     STORED = 0  # the bytes themselves
     LLM = 1  # range-coded with the model as the predictor
-    ZSTD = 2  # a zstandard frame
+    ZSTD = 2  # a zstandard frame, without checksum
+    LZMA = 3  # a raw LZMA2 stream (dictionary 1 MiB), without the .xz wrapper
 
 
 # ---------------------------------------------------------------------------------------------
@@ -193,9 +208,14 @@ def _check_segment(method: int, original_size: int, token_count: int, payload_si
             )
         if token_count != 0:
             raise ValueError(f"STORED segment has token count {token_count}, expected 0")
-    elif method is Method.ZSTD:
+    elif method in (Method.ZSTD, Method.LZMA):
         if token_count != 0:
-            raise ValueError(f"ZSTD segment has token count {token_count}, expected 0")
+            raise ValueError(f"{method.name} segment has token count {token_count}, expected 0")
+        if original_size > MAX_CODED_SEGMENT:
+            raise ValueError(
+                f"{method.name} segment has original size {original_size}, "
+                f"the limit is {MAX_CODED_SEGMENT}"
+            )
     elif not 1 <= token_count <= original_size:
         # Every token covers at least one byte, so more tokens than bytes is impossible.
         raise ValueError(
@@ -269,11 +289,42 @@ def _pack_header_body(header: Header) -> bytes:
     return b"".join(parts)
 
 
+def _is_single(archive: Archive) -> bool:
+    """Whether the archive takes the compact SINGLE form (the only form such archives take)."""
+    return _needs_single_form(archive.header, archive.segments)
+
+
+def _pack_single_body(archive: Archive) -> bytes:
+    parts = [_varint(archive.header.original_size), archive.header.original_sha256]
+    for segment in archive.segments:
+        parts += [_U8.pack(segment.method), _varint(len(segment.payload)), _U32.pack(zlib.crc32(segment.payload))]
+    return b"".join(parts)
+
+
+def _varint(value: int) -> bytes:
+    """Unsigned LEB128: 7 bits a byte, least significant first, high bit set on all but the last."""
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
 def write_archive_to(archive: Archive, stream: BinaryIO) -> int:
     """Write `archive` to a binary stream whose write() takes whole buffers; return bytes written.
 
     Payloads are written one by one, never joined, so peak memory stays near the archive's size.
     """
+    if _is_single(archive):
+        body = _pack_single_body(archive)
+        fixed = _FIXED.pack(MAGIC, FORMAT_VERSION, FLAG_SINGLE, len(body))
+        head = fixed + body + _U32.pack(zlib.crc32(body, zlib.crc32(fixed)))
+        stream.write(head)
+        for segment in archive.segments:
+            stream.write(segment.payload)
+        return len(head) + sum(len(segment.payload) for segment in archive.segments)
+
     body = _pack_header_body(archive.header)
     fixed = _FIXED.pack(MAGIC, FORMAT_VERSION, 0, len(body))
     header_crc = zlib.crc32(body, zlib.crc32(fixed))
@@ -297,6 +348,16 @@ def write_archive_to(archive: Archive, stream: BinaryIO) -> int:
         stream.write(segment.payload)
         written += len(segment.payload)
     return written
+
+
+class _Counter:
+    def write(self, chunk: bytes) -> int:
+        return len(chunk)
+
+
+def archive_size(archive: Archive) -> int:
+    """How many bytes write_archive would produce, without building them."""
+    return write_archive_to(archive, _Counter())  # type: ignore[arg-type]
 
 
 def write_archive(archive: Archive) -> bytes:
@@ -351,11 +412,25 @@ def _crc_note(stored: int, computed: int) -> str:
 
 
 def read_header(data: bytes) -> tuple[Header, int]:
-    """Parse and check the header; return it and the offset where the segment table starts.
+    """Parse and check the header; return it and the offset where the segment table starts
+    (where the payload starts, in the SINGLE form).
 
     Needs only a prefix of the archive that contains the header, so a caller can check the
     model before reading or verifying anything else.
     """
+    header, pos, _ = _read_head(data)
+    return header, pos
+
+
+class _SingleRecord(NamedTuple):
+    method: Method
+    original_size: int
+    payload_size: int
+    crc: int
+
+
+def _read_head(data: bytes) -> tuple[Header, int, list[_SingleRecord] | None]:
+    """The header, where what follows it starts, and for the SINGLE form its (0 or 1) records."""
     data = bytes(data)
     if data[:4] != MAGIC:
         if not data:
@@ -383,10 +458,10 @@ def read_header(data: bytes) -> tuple[Header, int]:
         raise FormatError(
             f"bad format version {version}: this nczip reads version {FORMAT_VERSION}"
         )
-    if flags:
+    if flags & ~_KNOWN_FLAGS:
         raise UnsupportedVersionError(
-            f"unsupported flags 0x{flags:04x}: format version {FORMAT_VERSION} defines none "
-            "(the archive was written by a newer nczip, or its header is damaged)"
+            f"unsupported flags 0x{flags:04x}: format version {FORMAT_VERSION} defines "
+            f"0x{_KNOWN_FLAGS:04x} only (the archive was written by a newer nczip, or its header is damaged)"
         )
     if body_len > MAX_HEADER_BODY:
         raise FormatError(f"header body length {body_len} exceeds the limit of {MAX_HEADER_BODY}")
@@ -398,7 +473,46 @@ def read_header(data: bytes) -> tuple[Header, int]:
     computed = zlib.crc32(data[:body_end])
     if stored != computed:
         raise FormatError(f"header is damaged (CRC-32 mismatch): {_crc_note(stored, computed)}")
-    return _parse_header_body(data, _FIXED.size, body_end), reader.pos
+    if flags & FLAG_SINGLE:
+        header, records = _parse_single_body(data, _FIXED.size, body_end)
+        return header, reader.pos, records
+    return _parse_header_body(data, _FIXED.size, body_end), reader.pos, None
+
+
+def _parse_single_body(data: bytes, start: int, end: int) -> tuple[Header, list[_SingleRecord]]:
+    r = _Reader(data, start, end, _malformed_body)
+    original_size = _read_varint(r, "original size")
+    original_sha256 = r.take(32, "original SHA-256")
+    records = []
+    if original_size:
+        method = r.unpack(_U8, "segment method")
+        payload_size = _read_varint(r, "payload size")
+        crc = r.unpack(_U32, "payload CRC-32")
+        if method == Method.LLM:
+            raise FormatError("header is malformed: a SINGLE archive cannot hold an LLM segment")
+        try:
+            method = _check_segment(method, original_size, 0, payload_size)
+        except ValueError as e:
+            raise FormatError(f"segment 1 of 1 is malformed: {e}") from None
+        records.append(_SingleRecord(method, original_size, payload_size, crc))
+    if r.pos != end:
+        raise FormatError(
+            f"header is malformed: {end - r.pos} unexpected bytes at the end of the header body"
+        )
+    return Header("", "", bytes(32), original_size, original_sha256, Params()), records
+
+
+def _read_varint(r: _Reader, what: str) -> int:
+    value = 0
+    for i in range(10):
+        byte = r.unpack(_U8, what)
+        value |= (byte & 0x7F) << (7 * i)
+        if not byte & 0x80:
+            # One encoding per value: no trailing zero groups, and nothing past 64 bits.
+            if (byte == 0 and i > 0) or value > _U64_MAX:
+                raise FormatError(f"header is malformed: {what} is not a canonical 64-bit varint")
+            return value
+    raise FormatError(f"header is malformed: {what} is longer than 10 bytes")
 
 
 def _parse_header_body(data: bytes, start: int, end: int) -> Header:
@@ -486,14 +600,36 @@ def _parse_table(data: bytes, table_start: int, header: Header) -> tuple[list[_E
             f"segment table covers {total} bytes, "
             f"but the header says the original is {header.original_size}"
         )
+    if _needs_single_form(header, entries):
+        # One encoding per archive: such an archive is written in the SINGLE form only.
+        raise FormatError(
+            "header is malformed: an archive that names no model and holds at most one "
+            "non-LLM segment must take the SINGLE form"
+        )
     return entries, offset
+
+
+def _needs_single_form(header: Header, segments) -> bool:
+    return (
+        header.backend == "" and header.model_name == "" and header.model_sha256 == bytes(32)
+        and not header.params and len(segments) <= 1
+        and all(segment.method is not Method.LLM for segment in segments)
+    )  # fmt: skip
+
+
+def _single_entries(records: list[_SingleRecord], offset: int) -> tuple[list[_Entry], int]:
+    entries = [_Entry(rec.method, rec.original_size, 0, offset, rec.payload_size, rec.crc) for rec in records]
+    return entries, offset + sum(rec.payload_size for rec in records)
 
 
 def _read_layout(data: bytes) -> tuple[Header, list[_Entry]]:
     """Everything except the payload CRCs: header, segment table, and the file's exact extent."""
     data = bytes(data)
-    header, table_start = read_header(data)
-    entries, end = _parse_table(data, table_start, header)
+    header, table_start, single = _read_head(data)
+    if single is not None:
+        entries, end = _single_entries(single, table_start)
+    else:
+        entries, end = _parse_table(data, table_start, header)
     for i, e in enumerate(entries):
         if e.offset + e.size > len(data):
             remain = max(0, len(data) - e.offset)
@@ -526,7 +662,10 @@ def read_prefix(stream: BinaryIO) -> tuple[Header, list[SegmentEntry]]:
         body_len = _FIXED.unpack_from(prefix)[3]
         if body_len <= MAX_HEADER_BODY:  # else read_header below reports it, reading no more
             prefix += _read_up_to(stream, body_len + 4)
-    header, table_start = read_header(prefix)
+    header, table_start, single = _read_head(prefix)
+    if single is not None:
+        entries, _ = _single_entries(single, table_start)
+        return header, [SegmentEntry(e.method, e.original_size, e.token_count, e.size, e.crc) for e in entries]
     prefix += _read_up_to(stream, 4)
     if len(prefix) == table_start + 4:
         count = _U32.unpack_from(prefix, table_start)[0]

@@ -42,8 +42,11 @@ def tiny_model(tiny_gguf):
 
 @pytest.fixture(scope="session")
 def tiny_compressor(tiny_gguf):
-    """A Compressor on the tiny GGUF with a 64-token window, so short inputs slide several times."""
+    """A Compressor on the tiny GGUF with a 64-token window, so short inputs slide several times.
+
+    Route "llm": the random-weight model loses to zstd on everything, and these tests are about
+    the model's path (tests/test_routing.py covers the automatic route)."""
     from nczip.api import Compressor
 
-    with Compressor(model=tiny_gguf, threads=1, window=64) as compressor:
+    with Compressor(model=tiny_gguf, threads=1, window=64, route="llm") as compressor:
         yield compressor

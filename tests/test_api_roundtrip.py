@@ -34,7 +34,7 @@ def test_edge_cases_round_trip(tiny_compressor, name):
 
 @pytest.fixture(scope="module")
 def llm_only_compressor(tiny_gguf):
-    with Compressor(model=tiny_gguf, threads=1, window=32, lanes=3, lane_tokens=16, primer=8, llm_only=True) as c:
+    with Compressor(model=tiny_gguf, route="llm", threads=1, window=32, lanes=3, lane_tokens=16, primer=8, llm_only=True) as c:
         yield c
 
 
@@ -50,7 +50,7 @@ def test_the_ensemble_pays_on_repeated_text(tiny_gguf):
     data = bytes(range(32, 127)) * 8
     sizes = {}
     for llm_only in (False, True):
-        with Compressor(model=tiny_gguf, threads=1, llm_only=llm_only) as c:
+        with Compressor(model=tiny_gguf, route="llm", threads=1, llm_only=llm_only) as c:
             archive = c.compress(data)
             assert c.decompress(archive) == data
         sizes[llm_only] = len(archive)
@@ -60,12 +60,12 @@ def test_the_ensemble_pays_on_repeated_text(tiny_gguf):
 def test_ensemble_settings_other_than_a_preset_are_recorded_in_full(tiny_gguf):
     data = bytes(range(32, 127)) * 4
     custom = dataclasses.replace(EnsembleParams(), orders=2, match_min=6)
-    with Compressor(model=tiny_gguf, threads=1) as c:
+    with Compressor(model=tiny_gguf, route="llm", threads=1) as c:
         c.params = dataclasses.replace(c.params, ensemble=custom)
         archive = c.compress(data)
         params = container.read_header(archive)[0].params
         assert params["ens_orders"] == 2 and params["ens_match_min"] == 6 and "ensemble" not in params
-    with Compressor(model=tiny_gguf, threads=1) as fresh:  # decodes with what the header says
+    with Compressor(model=tiny_gguf, route="llm", threads=1) as fresh:  # decodes with what the header says
         assert fresh.decompress(archive) == data
 
 
@@ -95,7 +95,7 @@ def test_arbitrary_inputs_round_trip(tiny_compressor, data):
 def lanes_compressor(tiny_gguf):
     """Up to 5 lanes of at least 8 tokens, windows of 24: lanes, slides and ragged ends all show
     up on short inputs."""
-    with Compressor(model=tiny_gguf, threads=1, window=24, lanes=5, lane_tokens=8, primer=6) as c:
+    with Compressor(model=tiny_gguf, route="llm", threads=1, window=24, lanes=5, lane_tokens=8, primer=6) as c:
         yield c
 
 
@@ -124,7 +124,7 @@ def test_every_lane_split_round_trips(tiny_model, count, primer):
 
 def test_lanes_are_independent_of_thread_count(tiny_gguf):
     data = CASES["ascii"] * 6 + CASES["multilingual_utf8"]
-    options = dict(model=tiny_gguf, window=32, lanes=4, lane_tokens=16)
+    options = dict(model=tiny_gguf, route="llm", window=32, lanes=4, lane_tokens=16)
     with Compressor(threads=1, **options) as one, Compressor(threads=2, **options) as two:
         archive = one.compress(data)
         assert container.read_archive(archive).segments[0].token_count >= 64  # 4 lanes
@@ -134,20 +134,20 @@ def test_lanes_are_independent_of_thread_count(tiny_gguf):
 
 def test_same_input_gives_identical_archives(tiny_gguf):
     data = CASES["multilingual_utf8"] + CASES["ascii"] * 3
-    with Compressor(model=tiny_gguf, threads=1, window=32) as a, Compressor(model=tiny_gguf, threads=1, window=32) as b:
+    with Compressor(model=tiny_gguf, route="llm", threads=1, window=32) as a, Compressor(model=tiny_gguf, route="llm", threads=1, window=32) as b:
         assert a.compress(data) == b.compress(data) == a.compress(data)
 
 
 def test_thread_count_does_not_change_the_bits(tiny_gguf):
     data = CASES["ascii"] * 4 + CASES["invalid_utf8"]
-    with Compressor(model=tiny_gguf, threads=1, window=48) as one, Compressor(model=tiny_gguf, threads=2, window=48) as two:
+    with Compressor(model=tiny_gguf, route="llm", threads=1, window=48) as one, Compressor(model=tiny_gguf, route="llm", threads=2, window=48) as two:
         archive = one.compress(data)
         assert two.compress(data) == archive
         assert two.decompress(archive) == data
 
 
 def test_header_records_the_parameters(tiny_gguf):
-    with Compressor(model=tiny_gguf, threads=1, window=40, keep=10) as c:
+    with Compressor(model=tiny_gguf, route="llm", threads=1, window=40, keep=10) as c:
         header, _ = container.read_header(c.compress(b"hello world"))
     assert dict(header.params) == {
         "cdf_bits": 31,
@@ -161,7 +161,7 @@ def test_header_records_the_parameters(tiny_gguf):
         "window": 40,
         "ensemble": 1,  # the default preset
     }
-    with Compressor(model=tiny_gguf, threads=1, llm_only=True) as c:
+    with Compressor(model=tiny_gguf, route="llm", threads=1, llm_only=True) as c:
         header, _ = container.read_header(c.compress(b"hello world"))
     assert not any(key.startswith("ens") for key in header.params)
     assert header.backend == "llama.cpp-fa"  # llama.cpp with flash attention
@@ -169,9 +169,9 @@ def test_header_records_the_parameters(tiny_gguf):
 
 
 def test_archive_of_another_model_is_refused_before_decoding(tiny_gguf, tiny_gguf_other):
-    with Compressor(model=tiny_gguf_other, threads=1) as other:
+    with Compressor(model=tiny_gguf_other, route="llm", threads=1) as other:
         archive = other.compress(b"some text to code")
-    with Compressor(model=tiny_gguf, threads=1) as mine:
+    with Compressor(model=tiny_gguf, route="llm", threads=1) as mine:
         with pytest.raises(ModelMismatchError) as excinfo:
             mine.decompress(archive)
     message = str(excinfo.value)
@@ -346,7 +346,7 @@ def test_logits_after_a_slide_match_a_fresh_context(tiny_model):
 def test_a_reused_context_gives_the_floats_of_a_fresh_one(tiny_gguf):
     """Lanes are cleared without zeroing their cells; old contents must not leak into results."""
     data = b"Reused contexts must decode like fresh ones, bit for bit. " * 30
-    params = dict(model=tiny_gguf, threads=1, window=64, lanes=4, lane_tokens=64)
+    params = dict(model=tiny_gguf, route="llm", threads=1, window=64, lanes=4, lane_tokens=64)
     with Compressor(**params) as c:
         c.compress(b"Something else first, to leave the cells dirty. " * 40)
         reused = c.compress(data)
@@ -358,7 +358,7 @@ def test_a_reused_context_gives_the_floats_of_a_fresh_one(tiny_gguf):
 @pytest.mark.parametrize("window,keep", [(3, 1), (16, 1), (16, 14), (100, 50)])
 def test_window_settings_round_trip(tiny_gguf, window, keep):
     data = b"Sliding windows of every shape must decode exactly. " * 4
-    with Compressor(model=tiny_gguf, threads=1, window=window, keep=keep) as c:
+    with Compressor(model=tiny_gguf, route="llm", threads=1, window=window, keep=keep) as c:
         assert c.decompress(c.compress(data)) == data
 
 
@@ -385,7 +385,7 @@ def test_pinned_archive_of_a_fixed_input(tiny_gguf):
     if _cpu_flags_digest() != PINNED_CPU_FLAGS_SHA256:
         pytest.skip("this CPU's features differ from the pinning machine's: llama.cpp may compute other floats")
     data = CASES["ascii"] * 3 + CASES["multilingual_utf8"]
-    with Compressor(model=tiny_gguf, threads=1, window=32, lanes=3, lane_tokens=16, primer=8, llm_only=True) as c:
+    with Compressor(model=tiny_gguf, route="llm", threads=1, window=32, lanes=3, lane_tokens=16, primer=8, llm_only=True) as c:
         archive = c.compress(data)
         assert c.decompress(archive) == data
     assert hashlib.sha256(archive).hexdigest() == PINNED_ARCHIVE_SHA256

@@ -20,6 +20,7 @@ from nczip.container import (
     MAGIC,
     MAX_HEADER_BODY,
     MAX_PARAMS,
+    MAX_CODED_SEGMENT,
     MAX_SEGMENTS,
     Archive,
     Header,
@@ -30,6 +31,7 @@ from nczip.container import (
     is_archive,
     read_archive,
     read_header,
+    read_prefix,
     write_archive,
     write_archive_to,
 )
@@ -76,7 +78,10 @@ MANY = make_archive(
     model_name="模型-ü-🦙.gguf",
     params={"a": -(2**63), "z9_": 2**63 - 1},
 )
-FIXED_ARCHIVES = {"empty": EMPTY, "golden": GOLDEN_ARCHIVE, "many": MANY}
+SINGLE_ZSTD = make_archive(
+    [(Method.ZSTD, b"world", 0, bytes.fromhex("28b52ffd2005290000776f726c64"))], backend="", model_name=""
+)
+FIXED_ARCHIVES = {"empty": EMPTY, "golden": GOLDEN_ARCHIVE, "many": MANY, "single": SINGLE_ZSTD}
 
 
 # --- raw builders, straight from docs/format.md ----------------------------------------------
@@ -87,7 +92,7 @@ def raw_header(body, *, version=1, flags=0, body_len=None):
     return fixed + body + struct.pack("<I", zlib.crc32(fixed + body))
 
 
-def raw_body(*, backend=b"", name=b"", model=ZERO32, size=0, sha=None, params=(), count=None):
+def raw_body(*, backend=b"t", name=b"", model=ZERO32, size=0, sha=None, params=(), count=None):
     sha = hashlib.sha256(b"").digest() if sha is None else sha
     out = struct.pack("<B", len(backend)) + backend + struct.pack("<H", len(name)) + name
     out += model + struct.pack("<Q", size) + sha
@@ -95,6 +100,24 @@ def raw_body(*, backend=b"", name=b"", model=ZERO32, size=0, sha=None, params=()
     for key, value in params:
         out += struct.pack("<B", len(key)) + key + struct.pack("<q", value)
     return out
+
+
+def varint(value):
+    out = bytearray()
+    while True:
+        out.append((value & 0x7F) | (0x80 if value >> 7 else 0))
+        value >>= 7
+        if not value:
+            return bytes(out)
+
+
+def raw_single(size, sha, record=None, payload=b"", *, flags=1):
+    """A SINGLE-form archive; record = (method, payload size, crc) or None for an empty original."""
+    body = varint(size) + sha
+    if record is not None:
+        method, payload_size, crc = record
+        body += struct.pack("<B", method) + varint(payload_size) + struct.pack("<I", crc)
+    return raw_header(body, flags=flags) + payload
 
 
 def raw_table(records, *, count=None):
@@ -136,16 +159,16 @@ def test_round_trip_fixed(name):
 
 def test_empty_archive_layout():
     data = write_archive(EMPTY)
-    header, table_start = read_header(data)
+    header, end = read_header(data)
     assert header.original_size == 0 and EMPTY.segments == ()
-    # Nothing after the table: count 0 and the table's CRC.
-    zero = struct.pack("<I", 0)
-    assert data[table_start:] == zero + struct.pack("<I", zlib.crc32(zero))
+    # The SINGLE form: size 0 as one varint byte and the SHA-256, then the header CRC; no table.
+    assert data == raw_single(0, hashlib.sha256(b"").digest())
+    assert end == len(data) == 12 + 33 + 4
 
 
 @pytest.mark.parametrize("method", list(Method))
 def test_round_trip_each_method(method):
-    tokens = {Method.STORED: 0, Method.LLM: 3, Method.ZSTD: 0}[method]
+    tokens = 3 if method is Method.LLM else 0
     payload = b"abcdefgh" if method is Method.STORED else bytes(range(200))
     archive = make_archive([(method, b"abcdefgh", tokens, payload)])
     assert read_archive(write_archive(archive)) == archive
@@ -315,7 +338,7 @@ def test_header_rejects_bad_types(changes):
         (Method.ZSTD, 2, 1, b"ab"),
         (Method.LLM, 2, 0, b"ab"),  # at least one token ...
         (Method.LLM, 2, 3, b"ab"),  # ... and at most one per byte
-        (3, 1, 0, b"a"),  # unknown method
+        (9, 1, 0, b"a"),  # unknown method
         (Method.LLM, 2**64, 1, b""),
     ],
 )
@@ -430,7 +453,7 @@ def seg(method, size, tokens, payload):
 @pytest.mark.parametrize(
     "segments, size, message",
     [
-        ([seg(3, 1, 0, b"x")], None, "segment 1 of 1 is malformed: unknown method 3"),
+        ([seg(9, 1, 0, b"x")], None, "segment 1 of 1 is malformed: unknown method 9"),
         ([seg(0, 1, 0, b"x"), seg(0, 2, 0, b"x")], None,
          "segment 2 of 2 is malformed: STORED segment has payload size 1, expected its original size 2"),
         ([seg(0, 1, 1, b"x")], None, "STORED segment has token count 1"),
@@ -594,7 +617,8 @@ def segments(draw):
     if method is Method.STORED:
         payload = draw(st.binary(min_size=1, max_size=40))
         return Segment(method, len(payload), 0, payload)
-    size = draw(st.one_of(st.integers(1, 100), st.integers(1, 2**61 - 1)))
+    limit = 2**61 - 1 if method in (Method.STORED, Method.LLM) else MAX_CODED_SEGMENT
+    size = draw(st.one_of(st.integers(1, 100), st.integers(1, limit)))
     tokens = draw(st.integers(1, size)) if method is Method.LLM else 0
     return Segment(method, size, tokens, draw(st.binary(max_size=40)))
 
@@ -663,9 +687,15 @@ def test_crc_fixed_mutations_raise_only_nczip_errors(archive, data):
     """Edit the header body or the segment table and recompute the CRCs, so that the parser's
     own checks (lengths, counts, order, rules) are what stands between the edit and a crash."""
     raw = write_archive(archive)
-    (body_len,) = struct.unpack_from("<I", raw, 8)
+    (flags, body_len) = struct.unpack_from("<HI", raw, 6)
     body = raw[12 : 12 + body_len]
     table_start = 12 + body_len + 4
+    if flags == 1:  # the SINGLE form: a body and the payload, no table
+        fixed = MAGIC + struct.pack("<HHI", 1, 1, len(body := mutate(data, body)))
+        edited = fixed + body + struct.pack("<I", zlib.crc32(fixed + body)) + raw[table_start:]
+        assume(edited != raw)
+        read_or_error(edited)
+        return
     (count,) = struct.unpack_from("<I", raw, table_start)
     table = raw[table_start : table_start + 4 + count * RECORD_SIZE]
     payloads = raw[table_start + len(table) + 4 :]
@@ -692,3 +722,70 @@ def test_raw_mutations_raise_only_nczip_errors(archive, data):
     assume(edited != raw)
     with pytest.raises(NczipError):
         read_archive(edited)
+
+
+# --- the SINGLE form ----------------------------------------------------------------------------
+
+WORLD_ZSTD = bytes.fromhex("28b52ffd2005290000776f726c64")
+
+
+def test_single_form_bytes_follow_the_doc():
+    data = write_archive(SINGLE_ZSTD)
+    sha = hashlib.sha256(b"world").digest()
+    assert data == raw_single(5, sha, (2, len(WORLD_ZSTD), zlib.crc32(WORLD_ZSTD)), WORLD_ZSTD)
+    # 12 fixed + 1 size + 32 SHA-256 + 1 method + 1 payload size + 4 CRC + 4 header CRC
+    assert len(data) - len(WORLD_ZSTD) == 55
+
+
+@pytest.mark.parametrize("method", [Method.STORED, Method.ZSTD, Method.LZMA])
+def test_single_form_round_trips_each_method(method):
+    payload = b"abcdefgh" if method is Method.STORED else bytes(range(200))
+    archive = make_archive([(method, b"abcdefgh", 0, payload)], backend="", model_name="")
+    data = write_archive(archive)
+    assert struct.unpack_from("<H", data, 6)[0] == 1  # flag SINGLE
+    assert read_archive(data) == archive
+    header, entries = read_prefix(io.BytesIO(data))
+    assert header == archive.header and len(entries) == 1 and entries[0].payload_size == len(payload)
+
+
+def test_archives_with_a_model_or_several_segments_keep_the_general_form():
+    for archive in (GOLDEN_ARCHIVE, make_archive([(Method.STORED, b"ab", 0, b"ab"), (Method.STORED, b"c", 0, b"c")], backend="", model_name="")):
+        data = write_archive(archive)
+        assert struct.unpack_from("<H", data, 6)[0] == 0
+        assert read_archive(data) == archive
+
+
+def test_general_form_where_single_is_due_is_rejected():
+    data = raw_header(raw_body(backend=b"", size=2, sha=hashlib.sha256(b"xy").digest())) + raw_table([(0, 2, 0, 2, zlib.crc32(b"xy"))]) + b"xy"
+    with pytest.raises(FormatError, match="must take the SINGLE form"):
+        read_archive(data)
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        (b"\x80\x00" + ZERO32, "not a canonical"),  # 0 written in two bytes
+        (b"\xff" * 10 + ZERO32, "longer than 10 bytes"),
+        (b"\xff" * 9 + b"\x02" + ZERO32, "not a canonical 64-bit"),  # 2**64
+        (varint(3) + ZERO32 + b"\x01" + varint(3) + bytes(4), "cannot hold an LLM segment"),
+        (varint(3) + ZERO32 + b"\x07" + varint(3) + bytes(4), "unknown method 7"),
+        (varint(3) + ZERO32 + b"\x00" + varint(2) + bytes(4), "STORED segment has payload size 2"),
+        (varint(MAX_CODED_SEGMENT + 1) + ZERO32 + b"\x02" + varint(3) + bytes(4), "the limit is 1048576"),
+        (varint(0) + ZERO32 + b"\x00", "1 unexpected bytes at the end of the header body"),
+        (varint(3) + ZERO32 + b"\x02", "needs"),
+    ],
+)
+def test_malformed_single_body(body, message):
+    with pytest.raises(FormatError, match=message):
+        read_archive(raw_header(body, flags=1) + b"abc")
+
+
+def test_coded_segments_are_bounded_in_the_general_form_too():
+    data = header_of(MAX_CODED_SEGMENT + 1) + raw_table([(3, MAX_CODED_SEGMENT + 1, 0, 1, zlib.crc32(b"x"))]) + b"x"
+    with pytest.raises(FormatError, match="LZMA segment has original size 1048577, the limit is 1048576"):
+        read_archive(data)
+
+
+def test_unknown_flags_name_the_known_ones():
+    with pytest.raises(UnsupportedVersionError, match="flags 0x0002: format version 1 defines 0x0001 only"):
+        read_header(raw_header(varint(0) + ZERO32, flags=2))
