@@ -34,3 +34,47 @@ def edge_cases() -> dict[str, bytes]:
         "long_repeat": b"abcdefgh" * 400,
         "binary_random": bytes(rng.getrandbits(8) for _ in range(600)),
     }
+
+
+def png_image(width: int = 32, height: int = 32, seed: int = 7) -> bytes:
+    """A real PNG (a noisy gradient), written with zlib: already-compressed bytes, as in a tree."""
+    import struct
+    import zlib
+
+    rng = random.Random(seed)
+    rows = b"".join(
+        b"\x00" + bytes(min(255, (x * 8 + y * 4 + rng.randrange(48)) & 0xFF) for x in range(width) for _ in range(3))
+        for y in range(height)
+    )
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows, 9)) + chunk(b"IEND", b"")
+
+
+def source_tree_tar(files: dict[str, bytes]) -> bytes:
+    """A tar of `files` (name -> content) as `tar cf` writes it, with fixed owners and times so
+    the same files always give the same bytes."""
+    import io
+    import tarfile
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, content in files.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode, info.uname, info.gname = len(content), 1_700_000_000, 0o644, "dev", "dev"
+            tar.addfile(info, io.BytesIO(content))
+    return buffer.getvalue()
+
+
+def small_source_tree() -> bytes:
+    """A tar of a few of nczip's own modules and a PNG icon: text with binary islands (tar
+    headers, the image, the end-of-archive padding)."""
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parent.parent / "nczip"
+    files = {f"nczip/{name}": (package / name).read_bytes() for name in ("errors.py", "fileio.py", "segment.py", "progress.py")}
+    files["nczip/docs/icon.png"] = png_image()
+    return source_tree_tar(files)

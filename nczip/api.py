@@ -25,6 +25,13 @@ Progress = Callable[[int, int], None]
 # Header parameter keys this version writes and understands; any other set is refused, because
 # an unknown parameter may change the bits in a way this decoder cannot repeat.
 _PARAM_KEYS = frozenset({"cdf_bits", "check_every", "keep", "lane_tokens", "lanes", "n_batch", "n_vocab", "primer", "window"})
+# The default coding settings go into the header as one number, `codec` = 1 (14 bytes where the
+# eight keys take ~130: a tenth of a 10 KB text's archive). Presets never change once released.
+CODEC_PRESET_KEY = "codec"
+CODEC_PRESETS = {
+    1: {"cdf_bits": 31, "check_every": 4096, "keep": 2048, "lane_tokens": 2048, "lanes": 16, "n_batch": 512,
+        "primer": 512, "window": 4096},
+}
 DEFAULT_MODEL_NAME = "gemma-3-270m-q4_k_m.gguf"
 ROUTES = ("auto", "llm")
 
@@ -191,6 +198,17 @@ class Compressor:
         from .models.llama_cpp import BACKEND_ID, DEFAULT_N_BATCH
 
         model_file = self.model_file()
+        codec = {
+            "cdf_bits": self.params.cdf_bits,
+            "check_every": self.params.check_every,
+            "keep": self.params.keep,
+            "lane_tokens": self.params.lane_tokens,
+            "lanes": self.params.lanes,
+            "n_batch": DEFAULT_N_BATCH,
+            "primer": self.params.primer,
+            "window": self.params.window,
+        }
+        preset = next((number for number, values in CODEC_PRESETS.items() if values == codec), None)
         return Header(
             backend=BACKEND_ID,
             model_name=model_file.name,
@@ -198,15 +216,8 @@ class Compressor:
             original_size=size,
             original_sha256=sha256,
             params={
-                "cdf_bits": self.params.cdf_bits,
-                "check_every": self.params.check_every,
-                "keep": self.params.keep,
-                "lane_tokens": self.params.lane_tokens,
-                "lanes": self.params.lanes,
-                "n_batch": DEFAULT_N_BATCH,
-                "n_vocab": self._model.n_vocab if uses_model and self._model is not None else 0,
-                "primer": self.params.primer,
-                "window": self.params.window,
+                **(codec if preset is None else {CODEC_PRESET_KEY: preset}),
+                "n_vocab": self._model.n_vocab if self._model is not None else 0,
                 **(self.params.ensemble.header_items() if self.params.ensemble is not None else {}),
             },
         )
@@ -326,7 +337,19 @@ def check_header(header: Header) -> CodecParams:
     """The coding parameters an archive asks for, or a clear error if this nczip cannot honour them."""
     if not header.original_size or not header.backend:
         return CodecParams()  # nothing to decode, or nothing for a model to decode: no parameter matters
-    keys = set(header.params)
+    params = dict(header.params)
+    if CODEC_PRESET_KEY in params:
+        number = params.pop(CODEC_PRESET_KEY)
+        if number not in CODEC_PRESETS:
+            raise ModelMismatchError(
+                f"archive names codec preset {number}; this nczip knows {sorted(CODEC_PRESETS)} "
+                "(it was probably written by a newer nczip)"
+            )
+        overlap = sorted(set(params) & set(CODEC_PRESETS[number]))
+        if overlap:
+            raise FormatError(f"archive names codec preset {number} and also {', '.join(overlap)}")
+        params.update(CODEC_PRESETS[number])
+    keys = set(params)
     uses_ensemble = PRESET_KEY in keys or any(k.startswith(ENSEMBLE_PREFIX) for k in keys)
     if PRESET_KEY in keys:
         expected = _PARAM_KEYS | {PRESET_KEY}
@@ -343,20 +366,20 @@ def check_header(header: Header) -> CodecParams:
         )
     from .models.llama_cpp import DEFAULT_N_BATCH
 
-    if header.params["n_batch"] != DEFAULT_N_BATCH:
+    if params["n_batch"] != DEFAULT_N_BATCH:
         raise ModelMismatchError(
-            f"archive was coded with n_batch={header.params['n_batch']}; this nczip uses {DEFAULT_N_BATCH}"
+            f"archive was coded with n_batch={params['n_batch']}; this nczip uses {DEFAULT_N_BATCH}"
         )
     try:
         return CodecParams(
-            window=header.params["window"],
-            keep=header.params["keep"],
-            cdf_bits=header.params["cdf_bits"],
-            check_every=header.params["check_every"],
-            lanes=header.params["lanes"],
-            lane_tokens=header.params["lane_tokens"],
-            primer=header.params["primer"],
-            ensemble=EnsembleParams.from_header(header.params) if uses_ensemble else None,
+            window=params["window"],
+            keep=params["keep"],
+            cdf_bits=params["cdf_bits"],
+            check_every=params["check_every"],
+            lanes=params["lanes"],
+            lane_tokens=params["lane_tokens"],
+            primer=params["primer"],
+            ensemble=EnsembleParams.from_header(params) if uses_ensemble else None,
         )
     except ValueError as exc:
         raise FormatError(f"archive has invalid coding parameters: {exc}") from None

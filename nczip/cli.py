@@ -435,7 +435,7 @@ def print_info(source: str) -> None:
         ("format version", container.FORMAT_VERSION),
         ("backend", h.backend or "-"),
         ("model", h.model_name or "-"),
-        ("model sha256", h.model_sha256.hex()),
+        ("model sha256", h.model_sha256.hex() if h.backend else "- (no segment needs a model)"),
         ("original size", f"{h.original_size} bytes"),
         ("original sha256", h.original_sha256.hex()),
         ("parameters", " ".join(f"{k}={v}" for k, v in h.params.items()) or "-"),

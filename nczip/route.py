@@ -23,7 +23,7 @@ MIN_BINARY = 2048
 MIN_TEXT = 4096
 # In a segment that is mostly binary (a PDF, an executable), text runs shorter than this go with
 # the binary too: the LLM codes ~0.3 KB/s, zstd ~3 MB/s, and a few KB of text saved at most a few
-# hundred bytes.
+# hundred bytes. Blocks of one repeated byte (tar's end padding) count for neither side.
 MIN_TEXT_IN_BINARY = 64 * 1024
 
 # Control bytes except tab, line feed, vertical tab, form feed, carriage return and escape.
@@ -76,12 +76,14 @@ def plan(data: bytes | memoryview) -> list[Span]:
     if size == 0:
         return []
     view = memoryview(data)
-    labels = [is_text_block(view[i : i + BLOCK]) for i in range(0, size, BLOCK)]
+    blocks = [view[i : i + BLOCK] for i in range(0, size, BLOCK)]
+    labels = [is_text_block(block) for block in blocks]
+    uniform = sum(1 for block in blocks if block.tobytes().count(block[:1].tobytes()) == len(block))
     runs = _runs(labels)
     runs = _absorb(runs, kind=False, shorter_than=MIN_BINARY // BLOCK)
     runs = _absorb(runs, kind=True, shorter_than=MIN_TEXT // BLOCK)
     text_blocks = sum(n for text, n in runs if text)
-    if text_blocks * 2 < len(labels):
+    if text_blocks * 2 < len(labels) - uniform:
         runs = _absorb(runs, kind=True, shorter_than=MIN_TEXT_IN_BINARY // BLOCK)
     spans, start = [], 0
     for text, n in runs:

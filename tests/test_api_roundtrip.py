@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from corpora.samples import edge_cases
-from nczip import container
+from nczip import api, container
+from nczip.api import check_header
 from nczip.api import Compressor
 from nczip.codec import CodecParams, decode_tokens, encode_tokens
 from nczip.ensemble import EnsembleParams
@@ -166,6 +167,32 @@ def test_header_records_the_parameters(tiny_gguf):
     assert not any(key.startswith("ens") for key in header.params)
     assert header.backend == "llama.cpp-fa"  # llama.cpp with flash attention
     assert header.model_sha256 == hashlib.sha256(tiny_gguf.read_bytes()).digest()
+
+
+def test_default_settings_are_one_preset_number(tiny_gguf):
+    data = b"hello world, " * 20
+    with Compressor(model=tiny_gguf, route="llm", threads=1) as c:
+        archive = c.compress(data)
+        header, _ = container.read_header(archive)
+        assert dict(header.params) == {"codec": 1, "n_vocab": 559, "ensemble": 1}
+        assert c.decompress(archive) == data
+    # The same settings spelled out mean the same coding, and cost ~130 bytes more.
+    spelled = dataclasses.replace(header, params={**api.CODEC_PRESETS[1], "n_vocab": 559, "ensemble": 1})
+    assert check_header(spelled) == check_header(header)
+    assert len(container.write_archive(container.Archive(spelled, container.read_archive(archive).segments))) - len(archive) >= 100
+
+
+@pytest.mark.parametrize(
+    "params, error, message",
+    [
+        ({"codec": 2, "n_vocab": 559}, ModelMismatchError, "codec preset 2; this nczip knows \\[1\\]"),
+        ({"codec": 1, "window": 64, "n_vocab": 559}, FormatError, "codec preset 1 and also window"),
+    ],
+)
+def test_unknown_or_mixed_codec_presets_are_refused(params, error, message):
+    header = container.Header("llama.cpp-fa", "m.gguf", bytes(32), 1, bytes(32), params)
+    with pytest.raises(error, match=message):
+        check_header(header)
 
 
 def test_archive_of_another_model_is_refused_before_decoding(tiny_gguf, tiny_gguf_other):

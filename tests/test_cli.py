@@ -571,7 +571,7 @@ def test_info_prints_header_and_segments(nczip, tmp_path, monkeypatch, archive_o
     assert Path(tiny_gguf).name in text and sha in text
     assert hashlib.sha256(TEXT).hexdigest() in text
     assert f"{len(TEXT)} bytes" in text
-    assert "segments:" in text and "LLM" in text and "window=" in text
+    assert "segments:" in text and "LLM" in text and "codec=1" in text
     assert text.count("archive:") == 2
     for line in text.splitlines():
         if ":" in line and not line.startswith(" "):

@@ -84,3 +84,18 @@ def test_lanes_are_thread_independent_on_gemma():
         assert container.read_archive(archive).segments[0].token_count > 32 + 3 * 64
         assert two.compress(data) == archive
         assert two.decompress(archive) == data
+
+
+def test_a_source_tree_tar_with_a_png_beats_xz(gemma):
+    """Issue 5: the tree's text goes to the model, the PNG and the tar padding to the plain
+    codecs, and the whole is smaller than `xz -9` of the same tar."""
+    import lzma
+
+    from corpora.samples import small_source_tree
+
+    data = small_source_tree()
+    archive = gemma.compress(data)
+    methods = [s.method for s in container.read_archive(archive).segments]
+    assert methods[0] == container.Method.LLM and len(methods) == 2, methods
+    assert len(archive) < len(lzma.compress(data, preset=9))
+    assert gemma.decompress(archive) == data
