@@ -268,3 +268,19 @@ def test_corpus_binaries_are_within_64_bytes_of_zstd_and_xz(auto, name):
     assert len(archive) <= plain_bound(data) + 64
     assert auto.decompress(archive) == data
     assert hashlib.sha256(auto.decompress(archive)).digest() == hashlib.sha256(data).digest()
+
+
+def test_streaming_reads_of_plain_archives(auto):
+    import io
+
+    import nczip
+
+    data = b"".join(struct.pack("<IHH", i, i % 7, (i * 31) % 1000) for i in range(5000))
+    for original in (data, b""):
+        with nczip.open(io.BytesIO(auto.compress(original)), "rb", compressor=auto) as f:
+            assert f.read() == original
+    damaged = bytearray(auto.compress(data))
+    damaged[-10] ^= 1
+    with pytest.raises(CorruptSegmentError, match="segment 1 of 1"):
+        with nczip.open(io.BytesIO(bytes(damaged)), "rb", compressor=auto) as f:
+            f.read()
