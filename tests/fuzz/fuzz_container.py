@@ -27,13 +27,22 @@ with atheris.instrument_imports(enable_loader_override=False):
 
 
 def seeds() -> list[bytes]:
-    """Small valid archives: empty, STORED, ZSTD and LLM segments, with and without params."""
+    """Small valid archives: empty, STORED, ZSTD, LZMA and LLM segments, with and without
+    params, in the general and the SINGLE form."""
     def archive(segments: list[Segment], params: dict[str, int]) -> bytes:
         size = sum(s.original_size for s in segments)
         header = Header("llama.cpp", "m.gguf", hashlib.sha256(b"m").digest(), size, hashlib.sha256(b"x").digest(), params)
         return container.write_archive(Archive(header, tuple(segments)))
 
+    def plain(segments: list[Segment]) -> bytes:  # no model: the SINGLE form
+        size = sum(s.original_size for s in segments)
+        header = Header("", "", bytes(32), size, hashlib.sha256(b"x").digest(), {})
+        return container.write_archive(Archive(header, tuple(segments)))
+
     return [
+        plain([]),
+        plain([Segment(Method.LZMA, 7, 0, b"\x00\x01\x02")]),
+        plain([Segment(Method.ZSTD, 300, 0, b"(\xb5/\xfd")]),
         archive([], {}),
         archive([Segment(Method.STORED, 3, 0, b"abc")], {"window": 64}),
         archive([Segment(Method.LLM, 10, 4, b"\x01\x02\x03"), Segment(Method.ZSTD, 5, 0, b"zz")], {"cdf_bits": 31, "keep": 2}),
