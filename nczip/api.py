@@ -307,7 +307,7 @@ class ArchiveBuilder:
         self._hash = hashlib.sha256()
         self._size = 0
         self._chunks = 0
-        self._whole: Segment | None = None  # the binary coding of the first chunk
+        self._whole: Segment | None = None  # the latest chunk's binary coding (used if it is the only one)
 
     def add(self, chunk: bytes | memoryview) -> None:
         chunk = bytes(chunk)

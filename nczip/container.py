@@ -289,11 +289,6 @@ def _pack_header_body(header: Header) -> bytes:
     return b"".join(parts)
 
 
-def _is_single(archive: Archive) -> bool:
-    """Whether the archive takes the compact SINGLE form (the only form such archives take)."""
-    return _needs_single_form(archive.header, archive.segments)
-
-
 def _pack_single_body(archive: Archive) -> bytes:
     parts = [_varint(archive.header.original_size), archive.header.original_sha256]
     for segment in archive.segments:
@@ -316,7 +311,7 @@ def write_archive_to(archive: Archive, stream: BinaryIO) -> int:
 
     Payloads are written one by one, never joined, so peak memory stays near the archive's size.
     """
-    if _is_single(archive):
+    if _needs_single_form(archive.header, archive.segments):  # the only form such archives take
         body = _pack_single_body(archive)
         fixed = _FIXED.pack(MAGIC, FORMAT_VERSION, FLAG_SINGLE, len(body))
         head = fixed + body + _U32.pack(zlib.crc32(body, zlib.crc32(fixed)))
@@ -665,13 +660,13 @@ def read_prefix(stream: BinaryIO) -> tuple[Header, list[SegmentEntry]]:
     header, table_start, single = _read_head(prefix)
     if single is not None:
         entries, _ = _single_entries(single, table_start)
-        return header, [SegmentEntry(e.method, e.original_size, e.token_count, e.size, e.crc) for e in entries]
-    prefix += _read_up_to(stream, 4)
-    if len(prefix) == table_start + 4:
-        count = _U32.unpack_from(prefix, table_start)[0]
-        if count <= MAX_SEGMENTS:  # else _parse_table reports it
-            prefix += _read_up_to(stream, count * _RECORD.size + 4)
-    entries, _ = _parse_table(prefix, table_start, header)
+    else:
+        prefix += _read_up_to(stream, 4)
+        if len(prefix) == table_start + 4:
+            count = _U32.unpack_from(prefix, table_start)[0]
+            if count <= MAX_SEGMENTS:  # else _parse_table reports it
+                prefix += _read_up_to(stream, count * _RECORD.size + 4)
+        entries, _ = _parse_table(prefix, table_start, header)
     return header, [SegmentEntry(e.method, e.original_size, e.token_count, e.size, e.crc) for e in entries]
 
 

@@ -10,6 +10,9 @@ writer routes every segment exactly as the one-shot path does.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import groupby
+
+from .segment import char_start
 
 BLOCK = 512
 # A block is binary when more than 1% of its bytes are control bytes (NUL included) or bytes
@@ -79,42 +82,23 @@ def plan(data: bytes | memoryview) -> list[Span]:
     blocks = [view[i : i + BLOCK] for i in range(0, size, BLOCK)]
     labels = [is_text_block(block) for block in blocks]
     uniform = sum(1 for block in blocks if block.tobytes().count(block[:1].tobytes()) == len(block))
-    runs = _runs(labels)
+    runs = _merge((label, 1) for label in labels)
     runs = _absorb(runs, kind=False, shorter_than=MIN_BINARY // BLOCK)
     runs = _absorb(runs, kind=True, shorter_than=MIN_TEXT // BLOCK)
     text_blocks = sum(n for text, n in runs if text)
     if text_blocks * 2 < len(labels) - uniform:
         runs = _absorb(runs, kind=True, shorter_than=MIN_TEXT_IN_BINARY // BLOCK)
-    spans, start = [], 0
-    for text, n in runs:
-        end = min(size, start + n * BLOCK)
-        if spans:
-            # Move the cut back to a character start, so no character is split across spans.
-            cut = _char_start(view, start)
-            if cut != start:
-                prev = spans[-1]
-                spans[-1] = Span(prev.start, cut, prev.text)
-                start = cut
-        spans.append(Span(start, end, text))
-        start = end
-    return spans
+    bounds = [0]
+    for _, n in runs:
+        bounds.append(min(size, bounds[-1] + n * BLOCK))
+    # Inner cuts move back to a character start, so no character is split across spans.
+    bounds[1:-1] = [char_start(view, cut) for cut in bounds[1:-1]]
+    return [Span(start, end, text) for (text, _), start, end in zip(runs, bounds, bounds[1:])]
 
 
-def _char_start(view: memoryview, pos: int) -> int:
-    for cut in range(pos, max(pos - 3, 1) - 1, -1):
-        if view[cut] & 0xC0 != 0x80:
-            return cut
-    return pos
-
-
-def _runs(labels: list[bool]) -> list[tuple[bool, int]]:
-    runs: list[tuple[bool, int]] = []
-    for label in labels:
-        if runs and runs[-1][0] == label:
-            runs[-1] = (label, runs[-1][1] + 1)
-        else:
-            runs.append((label, 1))
-    return runs
+def _merge(runs) -> list[tuple[bool, int]]:
+    """Adjacent (kind, blocks) runs of the same kind joined into one."""
+    return [(text, sum(n for _, n in group)) for text, group in groupby(runs, key=lambda run: run[0])]
 
 
 def _absorb(runs: list[tuple[bool, int]], *, kind: bool, shorter_than: int) -> list[tuple[bool, int]]:
@@ -123,11 +107,4 @@ def _absorb(runs: list[tuple[bool, int]], *, kind: bool, shorter_than: int) -> l
     A run at either end of the segment is relabelled too, except when it is the only run."""
     if len(runs) <= 1:
         return runs
-    relabelled = [(not text if text == kind and n < shorter_than else text, n) for text, n in runs]
-    merged: list[tuple[bool, int]] = []
-    for text, n in relabelled:
-        if merged and merged[-1][0] == text:
-            merged[-1] = (text, merged[-1][1] + n)
-        else:
-            merged.append((text, n))
-    return merged
+    return _merge((not text if text == kind and n < shorter_than else text, n) for text, n in runs)

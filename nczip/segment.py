@@ -24,10 +24,16 @@ def cut_point(data: bytes | bytearray | memoryview, limit: int | None = None) ->
     limit = SEGMENT_BYTES if limit is None else limit
     if len(data) <= limit:
         raise ValueError(f"cut_point needs more than {limit} bytes, got {len(data)}")
-    for cut in range(limit, max(limit - 3, 0) - 1, -1):
+    return char_start(data, limit)
+
+
+def char_start(data: bytes | bytearray | memoryview, pos: int) -> int:
+    """`pos` moved back by at most 3 bytes (never to 0) to where a UTF-8 character starts, or
+    `pos` itself when no character starts there (binary data)."""
+    for cut in range(pos, max(pos - 3, 1) - 1, -1):
         if data[cut] & 0xC0 != 0x80:  # not a continuation byte: a character starts here
-            return cut if cut > 0 else limit
-    return limit
+            return cut
+    return pos
 
 
 def split(data: bytes, limit: int | None = None) -> Iterator[memoryview]:
