@@ -105,6 +105,18 @@ def test_incompressible_data_is_stored_and_structured_data_is_compressed():
     assert binary.decode(method, payload, len(table), "segment 1 of 1") == table
 
 
+def test_the_incompressibility_probe_misjudges_neither_small_inputs_nor_repeats():
+    """Found by hypothesis: 170 bytes of text before 409 random ones, which zlib -1 could not
+    shrink by 1% though zstd -19 could; and a random block twice over, which zlib's 32 KiB
+    window cannot see as a repeat."""
+    rng = random.Random(1)
+    small = text(170) + rng.randbytes(409)
+    assert binary.encode(small)[0] != Method.STORED
+    block = rng.randbytes(binary.PROBE_FROM)
+    method, payload = binary.encode(block + block)
+    assert method != Method.STORED and len(payload) < 0.6 * 2 * len(block)
+
+
 def test_the_smaller_of_zstd_and_lzma_wins():
     table = b"".join(struct.pack("<IHH", i, i % 7, (i * 31) % 1000) for i in range(20_000))
     zstd = zstandard.ZstdCompressor(level=19, write_checksum=False).compress(table)
