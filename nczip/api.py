@@ -34,6 +34,9 @@ CODEC_PRESETS = {
 }
 DEFAULT_MODEL_NAME = "gemma-3-270m-q4_k_m.gguf"
 ROUTES = ("auto", "llm")
+# --backend: llama.cpp (the default) or PyTorch/transformers; their floats differ, so an archive
+# names the one that made it (header.backend) and only that one decodes it.
+BACKENDS = ("llama", "torch")
 
 
 def physical_cores() -> int:
@@ -62,7 +65,9 @@ class Compressor:
     per lane), ``primer`` (tokens coded on one lane before the others start from them),
     ``llm_only`` (leave out the n-gram, match and bias models that run beside the LLM) and
     ``route`` ("auto": text to the LLM, binary to zstd or lzma, never worse than those; "llm":
-    every byte to the LLM, for measurements and tests).
+    every byte to the LLM, for measurements and tests), ``backend`` ("llama": llama.cpp, the
+    default for compressing; "torch": PyTorch and transformers; None when decompressing: the
+    archive's own) and ``device`` (the torch backend's: "cpu" or "cuda"; None: cuda if present).
     Invalid values raise ValueError naming the valid range.
 
     >>> from nczip import Compressor
@@ -86,6 +91,8 @@ class Compressor:
         primer: int = CodecParams.primer,
         llm_only: bool = False,
         route: str = "auto",
+        backend: str | None = None,
+        device: str | None = None,
     ):
         self.params = CodecParams(
             window=window,
@@ -103,6 +110,14 @@ class Compressor:
         if route not in ROUTES:
             raise ValueError(f"route must be one of {', '.join(ROUTES)}, got {route!r}")
         self.route = route
+        if backend is not None and backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        if device is not None and device not in ("cpu", "cuda"):
+            raise ValueError(f"device must be cpu or cuda, got {device!r}")
+        if device is not None and backend != "torch":
+            raise ValueError("device applies to the torch backend only (backend='torch')")
+        self.backend = backend
+        self.device = device
         self._model_spec = model
         self._model_file: ModelFile | None = None
         self._model: LanguageModel | None = None
@@ -115,13 +130,37 @@ class Compressor:
             self._model_file = resolve_model(self._model_spec)
         return self._model_file
 
-    def _loaded_model(self, n_ctx: int) -> LanguageModel:
-        """The model, loaded once; the codec shapes its context per segment (configure)."""
-        if self._model is not None:
-            return self._model
-        from .models.llama_cpp import LlamaCppModel  # imported late: `nczip info` needs no llama.cpp
+    def _loaded_model(
+        self, n_ctx: int, backend: str | None = None, device: str | None = None, threads: int | None = None
+    ) -> LanguageModel:
+        """The model, loaded once per backend; the codec shapes its context per segment (configure).
+        `backend`, `device` and `threads` default to the compressor's own (an archive's decoder
+        passes the archive's)."""
+        backend = backend or self.backend or "llama"
+        device = device or self.device
+        threads = threads or self.threads
+        model = self._model
+        if model is not None:
+            if backend == "llama" and _backend_of(model.identity.backend) == "llama":
+                return model
+            if backend == "torch" and _backend_of(model.identity.backend) == "torch" and (
+                device is None or model.device_type == device
+            ):
+                model.use_threads(threads)
+                return model
+            self.close()  # another backend's archive: its model replaces this one
+        model_file = self.model_file()
+        # imported late: `nczip info` needs neither llama.cpp nor torch
+        if backend == "torch":
+            from .models.torch_model import TorchModel
 
-        self._model = LlamaCppModel(self.model_file(), n_ctx=n_ctx, threads=self.threads)
+            self._model = TorchModel(model_file, n_ctx=n_ctx, threads=threads, device=device)
+        else:
+            if model_file.path.is_dir():
+                raise NczipError(f"{model_file.name} is a model directory: llama.cpp needs a GGUF file (or use --backend torch)")
+            from .models.llama_cpp import LlamaCppModel
+
+            self._model = LlamaCppModel(model_file, n_ctx=n_ctx, threads=threads)
         self.models_loaded += 1
         return self._model
 
@@ -195,7 +234,7 @@ class Compressor:
             # No segment needs a model: the archive names none, and decodes without one.
             return Header(backend="", model_name="", model_sha256=bytes(32), original_size=size,
                           original_sha256=sha256, params={})
-        from .models.llama_cpp import BACKEND_ID, DEFAULT_N_BATCH
+        from .models.llama_cpp import DEFAULT_N_BATCH
 
         model_file = self.model_file()
         codec = {
@@ -210,7 +249,7 @@ class Compressor:
         }
         preset = next((number for number, values in CODEC_PRESETS.items() if values == codec), None)
         return Header(
-            backend=BACKEND_ID,
+            backend=self._model.identity.backend if self._model is not None else _LLAMA_BACKEND_ID,
             model_name=model_file.name,
             model_sha256=model_file.sha256,
             original_size=size,
@@ -268,12 +307,26 @@ class Compressor:
         return part
 
     def _model_for(self, header: Header, params: CodecParams) -> LanguageModel:
-        from .models.llama_cpp import BACKEND_ID
-
-        if header.backend != BACKEND_ID:
+        backend = _backend_of(header.backend)
+        if backend is None:
             raise ModelMismatchError(
-                f"archive was made with backend {header.backend!r}; this nczip decodes {BACKEND_ID!r} archives"
+                f"archive was made with backend {header.backend!r}, which this nczip does not know "
+                f"(it knows {_LLAMA_BACKEND_ID!r}, torch-cpu-f32-tN and torch-cuda-f32)"
             )
+        if self.backend is not None and self.backend != backend:
+            raise ModelMismatchError(
+                f"archive was made with the {backend} backend ({header.backend}); the {self.backend} backend "
+                f"computes other floats and cannot decode it: use --backend {backend} or leave --backend out"
+            )
+        device = threads = None
+        if backend == "torch":
+            device, threads = _torch_device_of(header.backend)
+            if self.device is not None and self.device != device:
+                raise ModelMismatchError(
+                    f"archive was made by torch on {device} ({header.backend}); {self.device} computes other floats: "
+                    f"use --device {device}"
+                )
+            _require_torch_device(device)
         try:
             model_file = self.model_file()
         except NczipError:
@@ -288,7 +341,9 @@ class Compressor:
             raise ModelMismatchError(
                 f"archive needs model {header.model_name} (sha256 {header.model_sha256.hex()}){have}: {hint}"
             )
-        model = self._loaded_model(params.window)
+        model = self._loaded_model(params.window, backend, device, threads)
+        if model.identity.backend != header.backend:
+            raise ModelMismatchError(f"archive needs backend {header.backend}; this one is {model.identity.backend}")
         if model.n_vocab != header.params["n_vocab"]:
             raise ModelMismatchError(
                 f"archive expects a vocabulary of {header.params['n_vocab']} tokens, the model has {model.n_vocab}"
@@ -331,6 +386,33 @@ class ArchiveBuilder:
             if container.archive_size(plain) <= container.archive_size(archive):
                 return plain
         return archive
+
+
+_LLAMA_BACKEND_ID = "llama.cpp-fa"  # = models.llama_cpp.BACKEND_ID, without importing llama.cpp
+
+
+def _backend_of(backend_id: str) -> str | None:
+    """Which --backend wrote an archive with this backend id (None: unknown)."""
+    if backend_id == _LLAMA_BACKEND_ID:
+        return "llama"
+    if _torch_device_of(backend_id) is not None:
+        return "torch"
+    return None
+
+
+def _torch_device_of(backend_id: str) -> tuple[str, int | None] | None:
+    from .models.torch_model import parse_backend_id  # no torch import: just the id's grammar
+
+    return parse_backend_id(backend_id)
+
+
+def _require_torch_device(device: str) -> None:
+    from .models.torch_model import resolve_device
+
+    try:
+        resolve_device(device)
+    except NczipError as exc:
+        raise ModelMismatchError(f"archive was made by the torch backend on {device}: {exc}") from None
 
 
 def check_header(header: Header) -> CodecParams:

@@ -66,7 +66,18 @@ class GzipStyleGroup(click.Group):
         return [command, *routed]
 
 
-MODEL_OPTION = click.option("--model", "model_path", type=click.Path(dir_okay=False), help="GGUF model file (default: Gemma-3-270M).")
+MODEL_OPTION = click.option(
+    "--model", "model_path", type=click.Path(),
+    help="GGUF model file, or a transformers model directory with --backend torch (default: Gemma-3-270M).",
+)
+BACKEND_OPTION = click.option(
+    "--backend", type=click.Choice(["llama", "torch"]),
+    help="llama.cpp (default when compressing) or PyTorch/transformers (pip install 'nczip[torch]'); "
+    "decompressing uses the archive's backend unless told.",
+)
+DEVICE_OPTION = click.option(
+    "--device", type=click.Choice(["cpu", "cuda"]), help="Torch backend's device (default: cuda when there is a GPU)."
+)
 THREADS_OPTION = click.option("--threads", type=click.IntRange(1, 256), help="CPU threads (default: physical cores).")
 WINDOW_HELP = "Context window in tokens."
 LANES_HELP = "Most lanes coded side by side: more is faster on long inputs, 1 compresses best."
@@ -84,6 +95,8 @@ def common_options(func):
         click.option("-q", "--quiet", is_flag=True, help="No progress line or summaries."),
         click.option("-v", "--verbose", count=True, help="Report sizes, bpb and speed (-vv: ideal code length too)."),
         MODEL_OPTION,
+        BACKEND_OPTION,
+        DEVICE_OPTION,
         THREADS_OPTION,
     ]
     for option in reversed(options):
@@ -105,10 +118,12 @@ def cli():
 @click.option("--llm-only", is_flag=True, help=LLM_ONLY_HELP)
 @click.option("--route", type=click.Choice(["auto", "llm"]), default="auto", show_default=True, help=ROUTE_HELP)
 @click.option("--verify/--no-verify", default=None, help="Decode the archive before deleting the input (default: on when the input is deleted).")
-def compress(files, to_stdout, output, keep, force, quiet, verbose, model_path, threads, window, lanes, llm_only, route, verify):
+def compress(files, to_stdout, output, keep, force, quiet, verbose, model_path, backend, device, threads, window, lanes,
+             llm_only, route, verify):
     """Compress FILES (or standard input) to FILE.ncz."""
     run = Run(quiet, verbose, force)
-    with Compressor(model=model_path, threads=threads, window=window, lanes=lanes, llm_only=llm_only, route=route) as compressor:
+    with Compressor(model=model_path, backend=backend, device=device, threads=threads, window=window, lanes=lanes,
+                    llm_only=llm_only, route=route) as compressor:
         for source, target in plan_outputs(files, to_stdout, output, decompressing=False):
             run.guard(source, lambda: compress_one(run, compressor, source, target, keep, verify))
     run.exit()
@@ -117,10 +132,10 @@ def compress(files, to_stdout, output, keep, force, quiet, verbose, model_path, 
 @cli.command()
 @click.argument("files", nargs=-1, type=click.Path())
 @common_options
-def decompress(files, to_stdout, output, keep, force, quiet, verbose, model_path, threads):
+def decompress(files, to_stdout, output, keep, force, quiet, verbose, model_path, backend, device, threads):
     """Decompress FILE.ncz (or standard input)."""
     run = Run(quiet, verbose, force)
-    with Compressor(model=model_path, threads=threads) as compressor:
+    with Compressor(model=model_path, backend=backend, device=device, threads=threads) as compressor:
         for source, target in plan_outputs(files, to_stdout, output, decompressing=True):
             run.guard(source, lambda: decompress_one(run, compressor, source, target, keep))
     run.exit()
@@ -139,12 +154,14 @@ def info(files):
 @cli.command()
 @click.argument("files", nargs=-1, type=click.Path())
 @click.option("-q", "--quiet", is_flag=True)
-@click.option("--model", "model_path", type=click.Path(dir_okay=False))
-@click.option("--threads", type=click.IntRange(1, 256))
-def test(files, quiet, model_path, threads):
+@MODEL_OPTION
+@BACKEND_OPTION
+@DEVICE_OPTION
+@THREADS_OPTION
+def test(files, quiet, model_path, backend, device, threads):
     """Decode archives and verify them, writing nothing."""
     run = Run(quiet, 0, False)
-    with Compressor(model=model_path, threads=threads) as compressor:
+    with Compressor(model=model_path, backend=backend, device=device, threads=threads) as compressor:
         for source in files or ("-",):
             def check(source=source):
                 if source == "-" and sys.stdin.isatty():

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 import nczip
 from corpora.samples import edge_cases
-from nczip import container, segment
+from nczip import api, container, segment
 
 CASES = edge_cases()
 
@@ -128,3 +128,12 @@ def test_decompressing_garbage_raises_only_nczip_errors(tiny_compressor, data):
         tiny_compressor.decompress(data)
     with pytest.raises(nczip.NczipError):
         nczip.open(io.BytesIO(data), compressor=tiny_compressor).read()
+
+
+def test_the_llama_backend_id_is_known_without_importing_llama_cpp():
+    from nczip.models.llama_cpp import BACKEND_ID
+
+    assert api._LLAMA_BACKEND_ID == BACKEND_ID
+    assert api._backend_of(BACKEND_ID) == "llama"
+    assert api._backend_of("torch-cpu-f32-t4") == "torch" and api._backend_of("torch-cuda-f32") == "torch"
+    assert api._backend_of("llama.cpp") is None and api._backend_of("onnx") is None

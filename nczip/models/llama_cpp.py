@@ -75,16 +75,13 @@ class LlamaCppModel:
             self._model = lib.llama_model_load_from_file(str(model.path).encode(), lib.llama_model_default_params())
         if not self._model:
             raise NczipError(f"cannot load model {model.path}: llama.cpp could not read it as a GGUF model")
-        self._vocab = lib.llama_model_get_vocab(self._model)
-        self.n_vocab = int(lib.llama_vocab_n_tokens(self._vocab))
-        self.bos = int(lib.llama_vocab_bos(self._vocab))
+        self.vocab = LlamaVocab(lib, self._model, model.name)
+        self.n_vocab = self.vocab.n_vocab
+        self.bos = self.vocab.bos
         if self.bos < 0:
             self.close()
             raise NczipError(f"model {model.name} has no BOS token; nczip needs one to start each window")
         self._batch = lib.llama_batch_init(n_batch, 0, 1)
-        self._piece_buffer = ctypes.create_string_buffer(256)
-        self._pieces: dict[int, bytes] = {}
-        self._byte_tokens: list[int] | None = None
         self._shape: tuple[int, int] | None = None
         self.configure(n_ctx, n_lanes)
 
@@ -209,6 +206,52 @@ class LlamaCppModel:
 
     # -- vocabulary -------------------------------------------------------------------------
     def tokenize(self, text: bytes) -> list[int]:
+        return self.vocab.tokenize(text)
+
+    def piece(self, token: int) -> bytes:
+        return self.vocab.piece(token)
+
+    def byte_token(self, value: int) -> int:
+        return self.vocab.byte_token(value)
+
+    def close(self) -> None:
+        lib = getattr(self, "_lib", None)
+        if lib is None:
+            return
+        if getattr(self, "_batch", None) is not None:
+            lib.llama_batch_free(self._batch)
+            self._batch = None
+        if getattr(self, "_ctx", None):
+            lib.llama_free(self._ctx)
+        self._ctx = None
+        if getattr(self, "_model", None):
+            lib.llama_model_free(self._model)
+        self._model = None
+
+    def __del__(self):  # pragma: no cover - best effort at interpreter exit
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+class LlamaVocab:
+    """A GGUF's vocabulary as llama.cpp reads it: tokenizer, token pieces and byte tokens.
+
+    Both backends use it for GGUF files (the torch backend loads the file vocabulary-only), so one
+    GGUF gives the same token ids whichever backend computes the logits."""
+
+    def __init__(self, lib, model, name: str):
+        self._lib = lib
+        self._vocab = lib.llama_model_get_vocab(model)
+        self.name = name
+        self.n_vocab = int(lib.llama_vocab_n_tokens(self._vocab))
+        self.bos = int(lib.llama_vocab_bos(self._vocab))
+        self._piece_buffer = ctypes.create_string_buffer(256)
+        self._pieces: dict[int, bytes] = {}
+        self._byte_tokens: list[int] | None = None
+
+    def tokenize(self, text: bytes) -> list[int]:
         capacity = len(text) + 16
         out = (self._lib.llama_token * capacity)()
         n = self._lib.llama_tokenize(self._vocab, text, len(text), out, capacity, False, False)
@@ -262,27 +305,21 @@ class LlamaCppModel:
         missing = [v for v in range(256) if v not in found]
         if missing:
             raise NczipError(
-                f"model {self.identity.name} has no token for byte 0x{missing[0]:02X} "
+                f"model {self.name} has no token for byte 0x{missing[0]:02X} "
                 f"({len(missing)} byte values missing); nczip needs all 256 to code arbitrary bytes"
             )
         return [found[v] for v in range(256)]
 
-    def close(self) -> None:
-        lib = getattr(self, "_lib", None)
-        if lib is None:
-            return
-        if getattr(self, "_batch", None) is not None:
-            lib.llama_batch_free(self._batch)
-            self._batch = None
-        if getattr(self, "_ctx", None):
-            lib.llama_free(self._ctx)
-        self._ctx = None
-        if getattr(self, "_model", None):
-            lib.llama_model_free(self._model)
-        self._model = None
 
-    def __del__(self):  # pragma: no cover - best effort at interpreter exit
-        try:
-            self.close()
-        except Exception:
-            pass
+def load_vocab_only(model: ModelFile):
+    """(vocabulary, release): a GGUF's vocabulary without its weights, in a second or two."""
+    lib = _import_llama_cpp()
+    logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
+    params = lib.llama_model_default_params()
+    params.vocab_only = True
+    with _quiet_stderr():
+        lib.llama_backend_init()
+        handle = lib.llama_model_load_from_file(str(model.path).encode(), params)
+    if not handle:
+        raise NczipError(f"cannot load model {model.path}: llama.cpp could not read it as a GGUF model")
+    return LlamaVocab(lib, handle, model.name), lambda: lib.llama_model_free(handle)

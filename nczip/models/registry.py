@@ -38,15 +38,36 @@ def default_model() -> ModelFile:
 
 
 def model_from_path(path: str | Path) -> ModelFile:
+    """A GGUF file, or a transformers model directory (the torch backend's)."""
     resolved = Path(path).expanduser().resolve()
+    if resolved.is_dir():
+        return ModelFile(resolved, resolved.name, _sha256_of_directory(resolved))
     if not resolved.is_file():
         raise NczipError(f"model file not found: {path}")
     stat = resolved.stat()
     return ModelFile(resolved, resolved.name, _sha256_of(str(resolved), stat.st_size, stat.st_mtime_ns))
 
 
+def _sha256_of_directory(root: Path) -> bytes:
+    """A model directory's identity: every file's relative path, size and SHA-256, in path order.
+    Hidden files and folders (.git, .cache) are left out: they are not the model."""
+    files = sorted(
+        p for p in root.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
+    if not files:
+        raise NczipError(f"model directory {root} holds no files")
+    digest = hashlib.sha256()
+    for p in files:
+        stat = p.stat()
+        name = p.relative_to(root).as_posix().encode()
+        digest.update(len(name).to_bytes(4, "big") + name + stat.st_size.to_bytes(8, "big"))
+        digest.update(_sha256_of(str(p), stat.st_size, stat.st_mtime_ns))
+    return digest.digest()
+
+
 def resolve_model(spec: str | Path | None) -> ModelFile:
-    """`spec` is a GGUF path, or None for the default model."""
+    """`spec` is a GGUF path (or a model directory), or None for the default model."""
     return default_model() if spec is None else model_from_path(spec)
 
 
