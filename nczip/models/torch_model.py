@@ -93,7 +93,30 @@ def _load_hf_model(source: ModelFile, torch):
 def _from_pretrained(auto, path: Path, torch):
     if path.is_dir():
         return auto.from_pretrained(str(path), dtype=torch.float32, local_files_only=True)
-    return auto.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32, local_files_only=True)
+    with _gguf_parsed_once():
+        return auto.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32, local_files_only=True)
+
+
+@contextlib.contextmanager
+def _gguf_parsed_once():
+    """transformers reads a GGUF twice (once for the config, once for the weights), and gguf's
+    reader spends ~17 s each time on Gemma's 262k-token vocabulary: hand it the same reader."""
+    import gguf
+
+    original = gguf.GGUFReader
+    readers: dict = {}
+
+    def reader(path, *args, **kwargs):
+        key = (str(path), args, tuple(sorted(kwargs.items())))
+        if key not in readers:
+            readers[key] = original(path, *args, **kwargs)
+        return readers[key]
+
+    gguf.GGUFReader = reader
+    try:
+        yield
+    finally:
+        gguf.GGUFReader = original
 
 
 class _LaneCache:
