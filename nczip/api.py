@@ -437,6 +437,8 @@ def check_header(header: Header) -> CodecParams:
         expected = _PARAM_KEYS | {PRESET_KEY}
     elif uses_ensemble:
         expected = _PARAM_KEYS | EnsembleParams.header_keys()
+        if keys == _PARAM_KEYS | EnsembleParams.legacy_header_keys():
+            expected = keys  # written before max_table_bits existed (EnsembleParams.from_header)
     else:
         expected = _PARAM_KEYS
     if keys != expected:

@@ -2,7 +2,7 @@
 
 Token n-gram models, a match model and a bias head run beside the LLM; a mixer learned online
 combines them in log space. Every number here changes the coded bits, so all of them go into the
-archive header: as one `ensemble` parameter naming a preset (the defaults are preset 1; 12 bytes
+archive header: as one `ensemble` parameter naming a preset (the defaults are preset 2; 12 bytes
 where the full list would take ~120, which is 5% of a 20 KB file's archive), or, for settings
 that are no preset, as the full list of `ens_*` parameters. An archive with neither was coded by
 the LLM alone.
@@ -29,6 +29,10 @@ class EnsembleParams:
     bias_rate: int = 8000  # bias head learning rate, 1/65536 bit (0: no bias head, no LLM weight)
     w_ngram: int = 16384  # initial mixer weights, Q16 (the LLM's is fixed at 1)
     w_match: int = 65536
+    # The n-gram tables grow with the segment up to 2^max_table_bits buckets per order (44 bytes
+    # each; the match table gets 4x the entries at 4 bytes). 18: at most 46 MiB for 4 orders,
+    # reached by segments over ~131k tokens (preset 1 allowed 2^20, ~190 MiB at a 1 MiB segment).
+    max_table_bits: int = 18
 
     def __post_init__(self):
         checks = {
@@ -38,6 +42,7 @@ class EnsembleParams:
             "bias_rate": (0, 1 << 20),
             "w_ngram": (0, 4 * Q16),
             "w_match": (0, 4 * Q16),
+            "max_table_bits": (10, 20),
         }
         for name, (lo, hi) in checks.items():
             value = getattr(self, name)
@@ -66,22 +71,37 @@ class EnsembleParams:
             if number not in PRESETS:
                 raise ValueError(f"ensemble preset {number} is unknown (this nczip knows {sorted(PRESETS)})")
             return PRESETS[number]
-        return cls(**{f.name: params[HEADER_PREFIX + f.name] for f in fields(cls)})
+        values = {f.name: params[HEADER_PREFIX + f.name] for f in fields(cls) if f.name not in LEGACY_DEFAULTS}
+        for name, value in LEGACY_DEFAULTS.items():  # written before the key existed: its old rule
+            values[name] = params.get(HEADER_PREFIX + name, value)
+        return cls(**values)
 
+    @classmethod
+    def legacy_header_keys(cls) -> frozenset[str]:
+        """The full form as nczip wrote it before the keys of LEGACY_DEFAULTS existed."""
+        return cls.header_keys() - {HEADER_PREFIX + name for name in LEGACY_DEFAULTS}
+
+
+# Fields added after archives were written without them, and the value those archives imply.
+LEGACY_DEFAULTS = {"max_table_bits": 20}
 
 # Presets are never changed once released: an archive names one by number.
-PRESETS = {1: EnsembleParams()}
+PRESETS = {
+    1: EnsembleParams(max_table_bits=20),
+    2: EnsembleParams(),  # tables capped at 2^18 buckets per order
+}
 
 
-def table_bits(tokens: int) -> tuple[int, int]:
+def table_bits(tokens: int, max_bits: int = 20) -> tuple[int, int]:
     """log2 sizes of the n-gram and match hash tables for a segment of `tokens` tokens: about
-    twice the tokens (few collisions), within 2^10..2^20 buckets (at most 44 MiB per order)."""
+    twice the tokens (few collisions), within 2^10..2^max_bits buckets (the match table's cap is
+    two bits higher)."""
     bits = max(10, (2 * max(tokens, 1) - 1).bit_length())
-    return min(bits, 20), min(bits, 22)
+    return min(bits, max_bits), min(bits, max_bits + 2)
 
 
 def new_ensemble(params: EnsembleParams, vocab: int, lanes: int, tokens: int) -> _cext.Ensemble:
-    ngram_bits, match_bits = table_bits(tokens)
+    ngram_bits, match_bits = table_bits(tokens, params.max_table_bits)
     return _cext.Ensemble(
         vocab,
         lanes,

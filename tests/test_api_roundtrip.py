@@ -160,7 +160,7 @@ def test_header_records_the_parameters(tiny_gguf):
         "n_vocab": 559,
         "primer": 512,
         "window": 40,
-        "ensemble": 1,  # the default preset
+        "ensemble": 2,  # the default preset
     }
     with Compressor(model=tiny_gguf, route="llm", threads=1, llm_only=True) as c:
         header, _ = container.read_header(c.compress(b"hello world"))
@@ -174,12 +174,35 @@ def test_default_settings_are_one_preset_number(tiny_gguf):
     with Compressor(model=tiny_gguf, route="llm", threads=1) as c:
         archive = c.compress(data)
         header, _ = container.read_header(archive)
-        assert dict(header.params) == {"codec": 1, "n_vocab": 559, "ensemble": 1}
+        assert dict(header.params) == {"codec": 1, "n_vocab": 559, "ensemble": 2}
         assert c.decompress(archive) == data
     # The same settings spelled out mean the same coding, and cost ~130 bytes more.
-    spelled = dataclasses.replace(header, params={**api.CODEC_PRESETS[1], "n_vocab": 559, "ensemble": 1})
+    spelled = dataclasses.replace(header, params={**api.CODEC_PRESETS[1], "n_vocab": 559, "ensemble": 2})
     assert check_header(spelled) == check_header(header)
     assert len(container.write_archive(container.Archive(spelled, container.read_archive(archive).segments))) - len(archive) >= 100
+
+
+def test_ensemble_preset_1_archives_still_decode(tiny_gguf):
+    """Preset 1 (tables up to 2^20 buckets) is what nczip wrote before preset 2; below 2^17
+    tokens a segment's tables are the same size under both, so only the preset number differs.
+    Its full form, written before ens_max_table_bits existed, still means max_table_bits=20."""
+    from nczip.ensemble import HEADER_PREFIX, PRESETS
+
+    data = b"the same bits under both presets, " * 12
+    with Compressor(model=tiny_gguf, route="llm", threads=1) as c:
+        current = c.compress(data)
+        c.params = dataclasses.replace(c.params, ensemble=PRESETS[1])
+        old = c.compress(data)
+        assert container.read_header(old)[0].params["ensemble"] == 1
+        assert c.decompress(old) == data
+        assert container.read_archive(old).segments == container.read_archive(current).segments
+        header, _ = container.read_header(old)
+        full = {**api.CODEC_PRESETS[1], "n_vocab": 559,
+                **{HEADER_PREFIX + k: v for k, v in dataclasses.asdict(PRESETS[1]).items() if k != "max_table_bits"}}
+        legacy = dataclasses.replace(header, params=full)
+        assert check_header(legacy).ensemble == PRESETS[1]
+        rewritten = container.write_archive(container.Archive(legacy, container.read_archive(old).segments))
+        assert c.decompress(rewritten) == data
 
 
 @pytest.mark.parametrize(

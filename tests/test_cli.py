@@ -166,7 +166,7 @@ def test_llm_only_leaves_out_the_ensemble(nczip, model_args):
     default = nczip(*model_args, "-c", "--route", "llm", stdin=data)
     plain = nczip(*model_args, "-c", "--llm-only", "--route", "llm", stdin=data)
     assert default.rc == 0 and plain.rc == 0
-    assert container.read_header(default.out)[0].params["ensemble"] == 1
+    assert container.read_header(default.out)[0].params["ensemble"] == 2
     assert not any(k.startswith("ens") for k in container.read_header(plain.out)[0].params)
     for archive in (default.out, plain.out):  # the decoder follows the header either way
         assert nczip("-d", *model_args, stdin=archive).out == data

@@ -157,14 +157,18 @@ def test_bad_calls_raise_and_disable_the_ensemble():
 
 @pytest.mark.parametrize(
     "field, value",
-    [("orders", 7), ("match_min", 1), ("match_min", 33), ("mix_rate", -1), ("w_ngram", -1), ("bias_rate", 1 << 21)],
+    [("orders", 7), ("match_min", 1), ("match_min", 33), ("mix_rate", -1), ("w_ngram", -1), ("bias_rate", 1 << 21),
+     ("max_table_bits", 9), ("max_table_bits", 21)],
 )
 def test_parameters_out_of_range_are_refused(field, value):
     with pytest.raises(ValueError, match=field):
         EnsembleParams(**{field: value})
 
 
-def test_table_sizes_follow_the_token_count():
+def test_table_sizes_follow_the_token_count_up_to_the_cap():
     assert table_bits(1) == (10, 10)
     assert table_bits(45_000) == (17, 17)
-    assert table_bits(10**7) == (20, 22)
+    assert table_bits(10**7) == (20, 22)  # preset 1's cap
+    assert table_bits(45_000, 18) == (17, 17)
+    assert table_bits(300_000, 18) == (18, 20)  # a 1 MiB segment of English: 46 MiB of n-gram tables
+    assert EnsembleParams().max_table_bits == 18
