@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from . import binary, container, route, segment, tokens
 from .container import Archive, Header, Method, Segment
@@ -268,18 +268,26 @@ class Compressor:
         The whole archive (header, table, every payload's CRC-32) is checked before any model
         time is spent, and nothing is returned unless the output matches the recorded SHA-256.
         """
+        return b"".join(self.iter_decompress(data, progress=progress))
+
+    def iter_decompress(self, data: bytes, *, progress: Progress | None = None) -> Iterator[bytes]:
+        """The original bytes one segment at a time (at most 1 MiB each), for callers that write
+        them as they come. Everything is checked first, as in decompress; the size and SHA-256
+        of the whole are checked after the last segment, and a mismatch raises from the
+        iterator then, so a caller must not trust what it wrote before the iterator ends."""
         data = bytes(data)
         header, _ = container.read_header(data)
         params = check_header(header)
         archive = container.read_archive(data)
         count = len(archive.segments)
-        out = b"".join(
-            self.decode_segment(header, params, i, count, seg.method, seg.original_size, seg.token_count,
-                                seg.payload, progress)
-            for i, seg in enumerate(archive.segments)
-        )
-        verify_output(header, len(out), hashlib.sha256(out).digest())
-        return out
+        digest, size = hashlib.sha256(), 0
+        for i, seg in enumerate(archive.segments):
+            part = self.decode_segment(header, params, i, count, seg.method, seg.original_size, seg.token_count,
+                                       seg.payload, progress)
+            digest.update(part)
+            size += len(part)
+            yield part
+        verify_output(header, size, digest.digest())
 
     def decode_segment(
         self, header: Header, params: CodecParams, index: int, count: int, method: Method,

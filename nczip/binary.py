@@ -46,6 +46,9 @@ def encode(data: bytes | memoryview) -> tuple[Method, bytes]:
             return Method.STORED, data
     best = (Method.STORED, data)
     zstd = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=False, write_content_size=True).compress(data)
+    # python-zstandard returns its output in a buffer sized for the worst case (the input's size):
+    # copied, a 100-byte frame holds 100 bytes, not 1 MiB, while the archive is assembled.
+    zstd = memoryview(zstd).tobytes()
     if len(zstd) < len(best[1]):
         best = (Method.ZSTD, zstd)
     # Both, always: neither wins everywhere (lzma by 1-50% on tables and protobufs, zstd on

@@ -15,14 +15,15 @@ import signal
 import stat
 import sys
 import time
+from typing import BinaryIO
 
 import click
 
-from . import __version__, container
+from . import __version__, container, segment
 from .api import Compressor
 from .params import CodecParams
 from .errors import NczipError
-from .fileio import write_atomic
+from .fileio import atomic_writer, write_atomic
 from .progress import ProgressLine
 
 SUFFIX = ".ncz"
@@ -283,37 +284,49 @@ class Run:
             return contextlib.nullcontext(None)
         return _closing_progress(ProgressLine(total, label))
 
-    def compress(self, compressor: Compressor, data: bytes, source: str) -> bytes:
+    def compress(self, compressor: Compressor, stream: BinaryIO, size: int | None, source: str) -> tuple[bytes, int]:
+        """(archive, input bytes) for what `stream` holds, read one segment at a time."""
         started = time.perf_counter()
-        with self.progress(len(data), f"{display(source)}: compressing") as line:
-            archive = compressor.compress(
-                data, progress=line.advance if line else None, measure_ideal=self.verbose >= 2
+        with self.progress(size or 0, f"{display(source)}: compressing") as line:
+            builder = compressor.archive_builder(
+                progress=line.advance if line else None, measure_ideal=self.verbose >= 2
             )
+            total = 0
+            for part in segment.split_stream(stream.read):
+                builder.add(part)
+                total += len(part)
+            archive = container.write_archive(builder.finish())
         elapsed = time.perf_counter() - started
         if self.verbose:
             stats = compressor.last_stats
             message = (
-                f"{display(source)}: {len(data)} -> {len(archive)} bytes, "
-                f"{bpb(len(archive), len(data)):.4f} bpb, {stats.tokens if stats else 0} tokens, "
-                f"{len(data) / 1024 / max(elapsed, 1e-9):.2f} KB/s"
+                f"{display(source)}: {total} -> {len(archive)} bytes, "
+                f"{bpb(len(archive), total):.4f} bpb, {stats.tokens if stats else 0} tokens, "
+                f"{total / 1024 / max(elapsed, 1e-9):.2f} KB/s"
             )
-            if stats and stats.measure_ideal and data:
-                message += f", ideal {stats.ideal_bits / len(data):.4f} bpb"
+            if stats and stats.measure_ideal and total:
+                message += f", ideal {stats.ideal_bits / total:.4f} bpb"
             self.say(message)
-        return archive
+        return archive, total
 
-    def decompress(self, compressor: Compressor, data: bytes, source: str) -> bytes:
+    def decompress(self, compressor: Compressor, data: bytes, source: str, sink=None) -> int:
+        """Decode `data`, handing each segment's bytes to `sink` (None: discard them, to test);
+        returns the output size. Raises before returning if the output does not check out."""
         started = time.perf_counter()
         header, _ = container.read_header(data)
+        size = 0
         with self.progress(header.original_size, f"{display(source)}: decompressing") as line:
-            out = compressor.decompress(data, progress=line.advance if line else None)
+            for part in compressor.iter_decompress(data, progress=line.advance if line else None):
+                if sink is not None:
+                    sink(part)
+                size += len(part)
         if self.verbose:
             elapsed = time.perf_counter() - started
             self.say(
-                f"{display(source)}: {len(data)} -> {len(out)} bytes, {bpb(len(data), len(out)):.4f} bpb, "
-                f"{len(out) / 1024 / max(elapsed, 1e-9):.2f} KB/s"
+                f"{display(source)}: {len(data)} -> {size} bytes, {bpb(len(data), size):.4f} bpb, "
+                f"{size / 1024 / max(elapsed, 1e-9):.2f} KB/s"
             )
-        return out
+        return size
 
 
 @contextlib.contextmanager
@@ -358,15 +371,19 @@ def compress_one(run: Run, compressor: Compressor, source: str, target: str | No
     if target is None:
         refuse_terminal(run, "compressed data not written to a terminal (use -f to force)")
     check_target(run, source, target)
-    data = read_input(source)
-    archive = run.compress(compressor, data, source)
+    # The input is read one segment at a time: memory follows the archive, not the input.
+    with open_input(source) as (stream, size):
+        archive, size = run.compress(compressor, stream, size, source)
     deleting = source != "-" and target is not None and not keep
     if verify if verify is not None else deleting:
-        # The input goes away only once the archive is proven to give it back.
-        with run.progress(len(data), f"{display(source)}: verifying") as line:
-            decoded = compressor.decompress(archive, progress=line.advance if line else None)
-        if decoded != data:
-            raise Failure("verification failed: the archive does not decode to the input; input kept")
+        # The input goes away only once the archive is proven to give it back: the decoded
+        # bytes must have the size and SHA-256 the archive recorded while reading the input.
+        with run.progress(size, f"{display(source)}: verifying") as line:
+            try:
+                for _ in compressor.iter_decompress(archive, progress=line.advance if line else None):
+                    pass
+            except NczipError as exc:
+                raise Failure(f"verification failed: {exc}; input kept") from None
     publish(run, archive, target, like=source)
     if deleting:
         os.unlink(source)
@@ -380,8 +397,16 @@ def decompress_one(run: Run, compressor: Compressor, source: str, target: str | 
         refuse_terminal_input(run, "compressed data not read from a terminal (use -f to force)")
     check_target(run, source, target)
     data = read_input(source)
-    out = run.decompress(compressor, data, source)
-    publish(run, out, target, like=source)
+    if target is None:
+        # Standard output gets nothing until the whole output has checked out.
+        parts: list[bytes] = []
+        run.decompress(compressor, data, source, parts.append)
+        publish(run, b"".join(parts), None, like=source)
+    else:
+        # A file is written segment by segment through a temporary file, renamed into place
+        # only after the last segment checked out (size and SHA-256).
+        with publishing(run, target, like=source) as out:
+            run.decompress(compressor, data, source, out.write)
     if source != "-" and target is not None and not keep:
         os.unlink(source)
 
@@ -415,9 +440,32 @@ def publish(run: Run, data: bytes, target: str | None, *, like: str) -> None:
         raise Failure(f"cannot write {target}: {exc.strerror or exc}") from None
 
 
-def read_input(source: str) -> bytes:
+@contextlib.contextmanager
+def publishing(run: Run, target: str, *, like: str):
+    """publish() for output that arrives in pieces: a file object to write them to."""
+    check_target(run, like, target)
+    source_stat = os.stat(like) if like != "-" else None
+    try:
+        with atomic_writer(target, like=source_stat) as f:
+            yield f
+    except OSError as exc:
+        if isinstance(exc, NczipError):
+            raise
+        raise Failure(f"cannot write {target}: {exc.strerror or exc}") from None
+
+
+@contextlib.contextmanager
+def open_input(source: str):
+    """(binary stream, size or None) of an input, checked as read_input checks it."""
     if source == "-":
-        return sys.stdin.buffer.read()
+        yield sys.stdin.buffer, None
+        return
+    _check_input(source)
+    with open(source, "rb") as f:
+        yield f, os.fstat(f.fileno()).st_size
+
+
+def _check_input(source: str) -> None:
     try:
         st = os.lstat(source)
     except FileNotFoundError:
@@ -428,6 +476,12 @@ def read_input(source: str) -> bytes:
         raise Failure("is a directory -- ignored")
     if not stat.S_ISREG(st.st_mode):
         raise Failure("not a regular file -- ignored")
+
+
+def read_input(source: str) -> bytes:
+    if source == "-":
+        return sys.stdin.buffer.read()
+    _check_input(source)
     with open(source, "rb") as f:
         return f.read()
 

@@ -9,15 +9,24 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
+from typing import BinaryIO, Iterator
 
 
 def write_atomic(path: str | os.PathLike, data: bytes, *, like: os.stat_result | None = None) -> None:
     """Write `data` to `path` atomically; copy permission bits and times from `like` (as gzip does)."""
+    with atomic_writer(path, like=like) as f:
+        f.write(data)
+
+
+@contextlib.contextmanager
+def atomic_writer(path: str | os.PathLike, *, like: os.stat_result | None = None) -> Iterator[BinaryIO]:
+    """A file to write `path` through: a temporary file beside it, renamed over `path` only when
+    the block ends normally (flushed and fsynced first); on any exception it is removed."""
     target = Path(path)
     fd, tmp = tempfile.mkstemp(dir=target.parent or ".", prefix=f".{target.name}.", suffix=".nczip-tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         if like is not None:

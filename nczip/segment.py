@@ -7,7 +7,7 @@ path does and both give identical archives.
 """
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Callable, Iterator
 
 # 1 MiB per segment: a fresh context costs about 3% of one window of tokens, which is nothing at
 # this size, while a streaming reader or writer holds at most this much of the original.
@@ -46,3 +46,21 @@ def split(data: bytes, limit: int | None = None) -> Iterator[memoryview]:
         view = view[cut:]
     if len(view):
         yield view
+
+
+def split_stream(read: Callable[[int], bytes], limit: int | None = None) -> Iterator[bytes]:
+    """The segments of what `read(n)` returns until it returns b"", exactly as split() cuts the
+    whole; at most two segments' worth is held at a time."""
+    limit = SEGMENT_BYTES if limit is None else limit
+    pending = bytearray()
+    while True:
+        chunk = read(limit)
+        pending += chunk
+        while len(pending) > limit:
+            cut = cut_point(pending, limit)
+            yield bytes(pending[:cut])
+            del pending[:cut]
+        if not chunk:
+            break
+    if pending:
+        yield bytes(pending)

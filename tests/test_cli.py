@@ -446,22 +446,23 @@ def test_compress_verifies_before_deleting(nczip, tmp_path, monkeypatch, model_a
     monkeypatch.chdir(tmp_path)
     Path("a.txt").write_bytes(TEXT)
     calls = []
-    real = Compressor.decompress
+    real = Compressor.iter_decompress
 
     def spy(self, data, **kw):
         calls.append(len(data))
         return real(self, data, **kw)
 
-    monkeypatch.setattr(Compressor, "decompress", spy)
+    monkeypatch.setattr(Compressor, "iter_decompress", spy)
     assert nczip(*model_args, "-k", "a.txt").rc == 0
     assert calls == []  # input kept: no need to verify
     assert nczip(*model_args, "-f", "a.txt").rc == 0
     assert len(calls) == 1  # input deleted: verified first
     assert not Path("a.txt").exists()
 
-    # A decoder that disagrees with the encoder: the input must stay and no archive appear.
+    # A decoder that disagrees with the encoder (the right length, other bytes): the input must
+    # stay and no archive appear.
     Path("b.txt").write_bytes(TEXT)
-    monkeypatch.setattr(Compressor, "decompress", lambda self, data, **kw: b"not the input")
+    monkeypatch.setattr(Compressor, "decode_segment", lambda self, *a, **kw: bytes(a[5]))
     r = nczip(*model_args, "b.txt")
     assert r.rc == 1
     assert_error_line(r.err, "b.txt", "verif")
@@ -681,7 +682,7 @@ def test_interrupt_leaves_nothing_behind(nczip, tmp_path, monkeypatch, model_arg
         raise KeyboardInterrupt
 
     if where == "compress":
-        monkeypatch.setattr(Compressor, "compress", interrupt)
+        monkeypatch.setattr(Compressor, "archive_builder", interrupt)
     else:
         monkeypatch.setattr(os, "fsync", interrupt)  # Ctrl-C (or SIGTERM) while the file is written
     r = nczip(*model_args, "a.txt")
@@ -709,3 +710,58 @@ def test_sigterm_in_a_real_process_leaves_nothing_behind(tmp_path, model_args):
     assert proc.returncode == 143
     assert _without_llama_chatter(err.decode()) == "nczip: terminated\n"
     assert listing(tmp_path) == {"big.txt": data}
+
+
+def _peak_rss_mib(args: list[str], cwd: Path) -> float:
+    """Run the CLI in a fresh interpreter; its peak RSS in MiB. VmHWM, not getrusage: Linux's
+    ru_maxrss keeps the forked parent's RSS from before the exec."""
+    code = (
+        "from nczip.cli import main\n"
+        f"rc = main({args!r})\n"
+        "hwm = next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1]\n"
+        "print(hwm, rc)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=600)
+    kib, rc = done.stdout.split()[-2:]
+    assert rc == "0", done.stderr
+    return int(kib) / 1024
+
+
+def test_memory_follows_the_segment_not_the_input(tmp_path):
+    """Compress and decompress read and write one 1 MiB segment at a time: 64 MiB of input
+    costs about what 4 MiB does (before, the CLI held the whole input and the whole output)."""
+    block = b"\x00\x01\x02\x03" * 64 + bytes(768)  # binary: no model; zstd shrinks it to nothing
+    peaks = {}
+    for mib in (4, 64):
+        name = f"in{mib}.bin"
+        (tmp_path / name).write_bytes(block * (mib * 1024))
+        compress = _peak_rss_mib(["compress", "-k", name], tmp_path)
+        (tmp_path / name).rename(tmp_path / f"orig{mib}.bin")
+        decompress = _peak_rss_mib(["decompress", "-k", name + ".ncz"], tmp_path)
+        assert (tmp_path / name).read_bytes() == (tmp_path / f"orig{mib}.bin").read_bytes()
+        peaks[mib] = (compress, decompress)
+    for i, what in enumerate(("compress", "decompress")):
+        assert peaks[64][i] - peaks[4][i] < 16, (what, peaks)
+
+
+def test_a_file_output_that_fails_its_check_leaves_nothing(nczip, tmp_path, monkeypatch, model_args):
+    """Decoding to a file writes segments as they come, into a temporary file that is removed
+    when the final size and SHA-256 check fails: no output, no temporary file."""
+    monkeypatch.chdir(tmp_path)
+    data = os.urandom(1 << 20) + b"\x00" * (3 << 20)  # four segments
+    Path("a.bin").write_bytes(data)
+    assert nczip(*model_args, "-k", "a.bin").rc == 0
+    Path("a.bin").unlink()
+    real = Compressor.decode_segment
+
+    def last_one_wrong(self, header, params, index, count, *rest, **kw):
+        part = real(self, header, params, index, count, *rest, **kw)
+        if index == count - 1:
+            part = bytes([part[0] ^ 1]) + part[1:]  # one bit off: only the final SHA-256 sees it
+        return part
+
+    monkeypatch.setattr(Compressor, "decode_segment", last_one_wrong)
+    r = nczip(*model_args, "-d", "a.bin.ncz")
+    assert r.rc == 1
+    assert_error_line(r.err, "a.bin.ncz", "does not match")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin.ncz"]

@@ -34,3 +34,20 @@ def test_a_cut_depends_only_on_the_bytes_before_it(data, limit):
 def test_default_limit_is_read_at_call_time(monkeypatch):
     monkeypatch.setattr(segment, "SEGMENT_BYTES", 10)
     assert [len(p) for p in segment.split(b"x" * 25)] == [10, 10, 5]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(st.binary(max_size=300), st.text(max_size=100).map(str.encode)), st.integers(4, 40),
+       st.lists(st.integers(1, 50), min_size=1, max_size=20))
+def test_a_stream_is_cut_where_the_whole_is(data, limit, read_sizes):
+    """split_stream gives split()'s segments whatever sizes the reads return (a pipe returns
+    fewer bytes than asked)."""
+    position, sizes = 0, iter(read_sizes * 100)
+
+    def read(n: int) -> bytes:
+        nonlocal position
+        chunk = data[position : position + min(n, next(sizes, n))]
+        position += len(chunk)
+        return chunk
+
+    assert list(segment.split_stream(read, limit)) == [bytes(s) for s in segment.split(data, limit)]
