@@ -1,6 +1,7 @@
 """Regenerate README's results table and plot (docs/bench.png) in one command.
 
     python bench/results.py [--limit BYTES] [--model FILE.gguf] [--threads N] [--print]
+    python bench/results.py --files asyoulik.txt lcet10.txt --merge   # part of the corpus
 
 Runs `nczip bench` on the standard text corpus (corpora/manifest.json: alice29.txt, asyoulik.txt,
 lcet10.txt, plrabn12.txt, html, urls.10K and the first 1 MB of enwik8.head), every nczip row a
@@ -11,6 +12,8 @@ and leaves README and the plot alone. Nothing is written when a round trip fails
 
 The whole corpus is about 3 MB: at nczip's ~0.25 KB/s each way on 2 cores that is 6 to 7 hours.
 Run it on an otherwise idle machine: llama.cpp's threads spin, and other load distorts timings.
+It can be run in parts: --files measures only the named corpus files, and --merge folds them into
+the existing JSON (replacing those files' rows); README is rewritten once every file is there.
 """
 from __future__ import annotations
 
@@ -45,12 +48,25 @@ def commit() -> str:
         return "unknown"
 
 
+def manifest_files():
+    from corpora import manifest
+
+    return manifest.bench_files()
+
+
 def render(report: bench.Report, plot_path: Path | None, settings: str = "default settings") -> str:
     meta, machine = report.meta, report.meta["machine"]
     scope = f"the first {meta['limit']:,} bytes of each file" if meta["limit"] else "whole files except as noted under the table"
+    runs = meta.get("runs") or [{"date": meta["date"], "nczip_version": meta["nczip_version"],
+                                 "commit": meta.get("commit") or commit(), "files": None}]
+    when = "; ".join(
+        f"{run['date'][:10]}, nczip {run['nczip_version']} (commit {run['commit']})"
+        + (f" for {', '.join(run['files'])}" if run["files"] and len(runs) > 1 else "")
+        for run in runs
+    )
     lines = [
-        f"Measured on {meta['date'][:10]} on {machine['cpu']} ({machine['physical_cores']} physical cores, "
-        f"{machine['logical_cpus']} logical CPUs), nczip {meta['nczip_version']} (commit {commit()}), {settings}; "
+        f"Measured on {machine['cpu']} ({machine['physical_cores']} physical cores, "
+        f"{machine['logical_cpus']} logical CPUs): {when}; {settings}; "
         f"{scope}. Every row is a round trip through separate compress and decompress processes, "
         "compared byte for byte; speeds are wall clock per process (start-up and model loading "
         "included; nczip's compress also measures the ideal code length, `-vv`), KB = 1024 bytes. "
@@ -72,20 +88,34 @@ def main() -> int:
     parser.add_argument("--plot", type=Path, default=ROOT / PLOT, help=f"the plot (default: {PLOT}; README links {PLOT})")
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "out" / "results.json", help="the raw numbers")
     parser.add_argument("--print", dest="print_only", action="store_true", help="print the block; write nothing")
+    parser.add_argument("--files", nargs="+", metavar="NAME", help="measure only these corpus files")
+    parser.add_argument("--merge", action="store_true", help="fold this run into the existing --json file")
     args = parser.parse_args()
 
     if not args.print_only:
         bench.require_matplotlib()
         replace_block(args.readme.read_text(), "")  # fail now, not after hours, if the markers are gone
-    inputs, missing = bench.resolve_inputs([], args.limit)
+    corpus = [f.name for f in manifest_files()]
+    unknown = sorted(set(args.files or ()) - set(corpus))
+    if unknown:
+        raise bench.BenchError(f"not in the text corpus: {', '.join(unknown)} (it has {', '.join(corpus)})")
+    inputs, missing = bench.resolve_inputs(list(args.files or ()), args.limit)
     tools = [bench.nczip_tool(model=args.model, threads=args.threads), *bench.external_tools()]
     report = bench.run(
         inputs, tools, missing=missing, limit=args.limit,
         on_file=lambda f: print(f"{f.name} ({f.bytes:,} bytes)", file=sys.stderr, flush=True),
         on_row=lambda r: print(f"  {r.compressor}: {r.status}" + (f", {r.bpb:.4f} bpb" if r.bpb else ""), file=sys.stderr, flush=True),
     )
+    report.meta["commit"] = commit()
+    if args.merge and args.json.exists():
+        report = bench.merge(bench.from_json(args.json.read_text()), report)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(bench.to_json(report))
+    absent = sorted(set(corpus) - {f.name for f in report.files})
+    if absent:
+        print(bench.format_table(report), file=sys.stderr)
+        print(f"results.py: wrote {args.json}; README waits for {', '.join(absent)}", file=sys.stderr)
+        return 0 if not report.failed else 1
     if report.failed or report.missing or not report.files:
         print(bench.format_table(report), file=sys.stderr)
         print("results.py: not updating README: a run failed or a corpus file is missing", file=sys.stderr)

@@ -504,6 +504,42 @@ def to_json(report: Report) -> str:
     ) + "\n"
 
 
+def from_json(text: str) -> Report:
+    """The Report that to_json wrote (bpb, speeds and peak RSS are recomputed from the raw fields)."""
+    data = json.loads(text)
+    row_fields = {f.name for f in dataclasses.fields(Row)}
+    rows = [Row(**{k: v for k, v in r.items() if k in row_fields}) for r in data.pop("rows")]
+    files = [FileInfo(**f) for f in data.pop("files")]
+    missing = [Missing(**m) for m in data.pop("missing")]
+    return Report(rows, files, missing, data)
+
+
+def merge(old: Report, new: Report) -> Report:
+    """`old` with the files that `new` measured replaced by `new`'s rows (the corpus measured in
+    parts, a few files per run). meta["runs"] keeps each run's date, version, commit and files."""
+    measured = {f.name for f in new.files}
+    runs = [run for run in old.meta.get("runs", [_run_of(old)]) if set(run["files"]) - measured]
+    for run in runs:
+        run["files"] = [name for name in run["files"] if name not in measured]
+    meta = {**new.meta, "runs": [*runs, _run_of(new)]}
+    if old.meta.get("limit") != new.meta.get("limit"):
+        raise BenchError(f"cannot merge a run with --limit {new.meta.get('limit')} into one with {old.meta.get('limit')}")
+    return Report(
+        [r for r in old.rows if r.file not in measured] + new.rows,
+        [f for f in old.files if f.name not in measured] + new.files,
+        [m for m in old.missing if m.name not in measured] + [m for m in new.missing],
+        meta,
+    )
+
+
+def _run_of(report: Report) -> dict:
+    meta = report.meta
+    return {
+        "date": meta.get("date"), "nczip_version": meta.get("nczip_version"), "commit": meta.get("commit"),
+        "files": [f.name for f in report.files],
+    }
+
+
 def to_csv(report: Report) -> str:
     out = io.StringIO()
     writer = csv.DictWriter(out, FIELDS, extrasaction="ignore", lineterminator="\n")

@@ -403,3 +403,44 @@ def test_results_script_rewrites_readme_and_plot(tiny_gguf, tmp_path):
 def table_rows_markdown(text: str) -> list[list[str]]:
     lines = [line for line in text.splitlines() if line.startswith("| ")][2:]  # past header and alignment
     return [[c.strip() for c in line.strip("|").split("|")] for line in lines]
+
+
+def test_results_script_measures_the_corpus_in_parts(tiny_gguf, tmp_path):
+    """--files measures part of the corpus and --merge folds it into the JSON; README is rewritten
+    only once every file is there, naming the run that measured each."""
+    needs_tools()
+    pytest.importorskip("matplotlib")
+    names = [f.name for f in manifest.bench_files()]
+    if any(locate.find(n) is None for n in names):
+        if os.environ.get("CI"):
+            pytest.fail("corpus files not found")
+        pytest.skip("corpus files not found")
+    results = load_results_script()
+    readme = tmp_path / "README.md"
+    original = (ROOT / "README.md").read_text()
+    readme.write_text(original)
+
+    def part(files):
+        return subprocess.run(
+            [sys.executable, ROOT / "bench" / "results.py", "--model", tiny_gguf, "--threads", "1", "--limit", "200",
+             "--readme", readme, "--plot", tmp_path / "p.png", "--json", tmp_path / "r.json", "--merge",
+             "--files", *files],
+            capture_output=True, text=True, env=child_env(), timeout=600,
+        )
+
+    first = part(names[:2])
+    assert first.returncode == 0, first.stderr
+    assert "README waits for" in first.stderr and readme.read_text() == original
+    again = part(names[:1])  # measured again: replaces its rows, not added twice
+    assert again.returncode == 0, again.stderr
+    last = part(names[2:])
+    assert last.returncode == 0, last.stderr
+    report = bench.from_json((tmp_path / "r.json").read_text())
+    assert sorted(f.name for f in report.files) == sorted(names)
+    assert len(report.rows) == len(names) * len(TOOLS)
+    assert [run["files"] for run in report.meta["runs"]] == [names[1:2], names[:1], names[2:]]
+    block = readme.read_text().split(results.BEGIN)[1].split(results.END)[0]
+    assert sorted({r[0] for r in table_rows_markdown(block)}) == sorted(names)
+    assert f"for {names[1]}" in block
+    bad = part(["no-such-file.txt"])
+    assert bad.returncode != 0 and "not in the text corpus" in bad.stderr
