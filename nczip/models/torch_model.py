@@ -50,6 +50,9 @@ def parse_backend_id(backend: str) -> tuple[str, int | None] | None:
 
 
 def _import_torch():
+    # Models are local files: no hub, ever (huggingface_hub reads this when first imported;
+    # every from_pretrained call also says local_files_only).
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         import torch
         import transformers  # noqa: F401
@@ -79,7 +82,6 @@ def _load_hf_model(source: ModelFile, torch):
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub: models are local files
     path = Path(source.path)
     try:
         # its GGUF loader draws a tqdm bar on stderr whatever the verbosity: keep the CLI's clean
