@@ -131,7 +131,8 @@ class Compressor:
         return self._model_file
 
     def _loaded_model(
-        self, n_ctx: int, backend: str | None = None, device: str | None = None, threads: int | None = None
+        self, n_ctx: int, backend: str | None = None, device: str | None = None, threads: int | None = None,
+        backend_id: str | None = None,
     ) -> LanguageModel:
         """The model, loaded once per backend; the codec shapes its context per segment (configure).
         `backend`, `device` and `threads` default to the compressor's own (an archive's decoder
@@ -142,6 +143,7 @@ class Compressor:
         model = self._model
         if model is not None:
             if backend == "llama" and _backend_of(model.identity.backend) == "llama":
+                model.use_backend_id(backend_id or _LLAMA_BACKEND_ID)
                 return model
             if backend == "torch" and _backend_of(model.identity.backend) == "torch" and (
                 device is None or model.device_type == device
@@ -161,6 +163,7 @@ class Compressor:
             from .models.llama_cpp import LlamaCppModel
 
             self._model = LlamaCppModel(model_file, n_ctx=n_ctx, threads=threads)
+            self._model.use_backend_id(backend_id or _LLAMA_BACKEND_ID)
         self.models_loaded += 1
         return self._model
 
@@ -319,7 +322,7 @@ class Compressor:
         if backend is None:
             raise ModelMismatchError(
                 f"archive was made with backend {header.backend!r}, which this nczip does not know "
-                f"(it knows {_LLAMA_BACKEND_ID!r}, torch-cpu-f32-tN and torch-cuda-f32)"
+                f"(it knows {', '.join(_LLAMA_BACKEND_IDS)}, torch-cpu-f32-tN and torch-cuda-f32)"
             )
         if self.backend is not None and self.backend != backend:
             raise ModelMismatchError(
@@ -349,7 +352,7 @@ class Compressor:
             raise ModelMismatchError(
                 f"archive needs model {header.model_name} (sha256 {header.model_sha256.hex()}){have}: {hint}"
             )
-        model = self._loaded_model(params.window, backend, device, threads)
+        model = self._loaded_model(params.window, backend, device, threads, backend_id=header.backend)
         if model.identity.backend != header.backend:
             raise ModelMismatchError(f"archive needs backend {header.backend}; this one is {model.identity.backend}")
         if model.n_vocab != header.params["n_vocab"]:
@@ -396,12 +399,14 @@ class ArchiveBuilder:
         return archive
 
 
-_LLAMA_BACKEND_ID = "llama.cpp-fa"  # = models.llama_cpp.BACKEND_ID, without importing llama.cpp
+# = models.llama_cpp.BACKEND_ID and LEGACY_BACKEND_ID, without importing llama.cpp
+_LLAMA_BACKEND_ID = "llama.cpp-fa2"
+_LLAMA_BACKEND_IDS = (_LLAMA_BACKEND_ID, "llama.cpp-fa")
 
 
 def _backend_of(backend_id: str) -> str | None:
     """Which --backend wrote an archive with this backend id (None: unknown)."""
-    if backend_id == _LLAMA_BACKEND_ID:
+    if backend_id in _LLAMA_BACKEND_IDS:
         return "llama"
     if _torch_device_of(backend_id) is not None:
         return "torch"

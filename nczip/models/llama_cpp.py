@@ -20,8 +20,10 @@ from .llm import ModelIdentity
 from .registry import ModelFile
 
 # The backend and its arithmetic: "-fa" is flash attention, whose floats differ from the plain
-# attention path, so archives of one do not decode with the other.
-BACKEND_ID = "llama.cpp-fa"
+# attention path, so archives of one do not decode with the other. "-fa2" pads lone lanes in
+# batches of non-consecutive lanes (_decode); "llama.cpp-fa" archives are still decoded as coded.
+BACKEND_ID = "llama.cpp-fa2"
+LEGACY_BACKEND_ID = "llama.cpp-fa"
 # Prefill chunk sizes are part of the archive's parameters: they shape llama.cpp's computation.
 DEFAULT_N_BATCH = 512
 # llama.cpp's LLAMA_MAX_SEQ: sequences one context can hold.
@@ -67,6 +69,7 @@ class LlamaCppModel:
         self._lib = lib = _import_llama_cpp()
         logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)  # its C log callback's filter
         self.identity = ModelIdentity(BACKEND_ID, model.name, model.sha256)
+        self._pad_lone_lanes = True
         self._model = self._ctx = self._batch = None
         self._threads = threads
         self.n_batch = n_batch
@@ -144,27 +147,48 @@ class LlamaCppModel:
         self.clear_lane(target)
         self._lib.llama_memory_seq_cp(self._memory, source, target, -1, -1)
 
+    def use_backend_id(self, backend_id: str) -> None:
+        """Compute as archives with this id were coded: BACKEND_ID, or LEGACY_BACKEND_ID (which
+        padded single-token calls only; see _decode)."""
+        if backend_id not in (BACKEND_ID, LEGACY_BACKEND_ID):
+            raise ValueError(f"not a llama.cpp backend id: {backend_id!r}")
+        self._pad_lone_lanes = backend_id == BACKEND_ID
+        self.identity = ModelIdentity(backend_id, self.identity.name, self.identity.sha256)
+
     def _decode(self, where: str) -> None:
-        """Run the batch. A single-token batch gets a second row, the same token one position
-        later in the same lane, without logits, removed again afterwards: ggml's flash attention
-        splits a lone query's cells between threads (`use_split_kv_path`), which would make the
-        floats depend on the thread count; with two queries each row stays on one thread. The
-        real row cannot see the padding row (it is later in the causal mask)."""
+        """Run the batch, with padding rows where a lane would otherwise be a lone query.
+
+        ggml's flash attention splits a lone query's cells between threads (its split-KV path:
+        one query in one KV stream, >= 512 cells), which makes the floats depend on the thread
+        count. Two cases reach it: a single-token batch, and (found on enwik8's first MB, 1 and
+        2 threads) a batch of rows whose lanes are not consecutive: llama.cpp splits such a batch
+        into runs of consecutive sequences, and a run of one lane is a lone query. So a
+        single-token batch, and every row of a non-consecutive batch, gets a padding row: the
+        same token in the same lane one position later, without logits, removed after the call.
+        No real row can see a padding row (it is later in its lane's causal mask)."""
         batch = self._batch
-        padded = batch.n_tokens == 1
-        if padded:
-            lane, position = batch.seq_id[0][0], batch.pos[0]
-            batch.token[1] = batch.token[0]
-            batch.pos[1] = position + 1
-            batch.n_seq_id[1] = 1
-            batch.seq_id[1][0] = lane
-            batch.logits[1] = 0
-            batch.n_tokens = 2
+        n = batch.n_tokens
+        lanes = [batch.seq_id[i][0] for i in range(n)]
+        if n == 1:
+            padded = [0]
+        elif self._pad_lone_lanes and len(set(lanes)) == n and sorted(lanes) != list(range(min(lanes), min(lanes) + n)):
+            padded = list(range(n))
+        else:
+            padded = []
+        for j, i in enumerate(padded):
+            k = n + j
+            batch.token[k] = batch.token[i]
+            batch.pos[k] = batch.pos[i] + 1
+            batch.n_seq_id[k] = 1
+            batch.seq_id[k][0] = batch.seq_id[i][0]
+            batch.logits[k] = 0
+        batch.n_tokens = n + len(padded)
         status = self._lib.llama_decode(self._ctx, batch)
-        if padded:
-            batch.n_tokens = 1
-            if status == 0 and not self._lib.llama_memory_seq_rm(self._memory, lane, position + 1, -1):
-                raise NczipError(f"llama.cpp could not remove the padding row ({where})")
+        batch.n_tokens = n
+        if status == 0:
+            for i in padded:
+                if not self._lib.llama_memory_seq_rm(self._memory, batch.seq_id[i][0], batch.pos[i] + 1, -1):
+                    raise NczipError(f"llama.cpp could not remove a padding row ({where})")
         if status != 0:
             raise NczipError(f"llama_decode failed with status {status} ({where})")
 
