@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import NczipError
-from .llm import ModelIdentity
+from .llm import ModelIdentity, VocabularyOf
 from .registry import ModelFile
 
 # The backend and its arithmetic: "-fa" is flash attention, whose floats differ from the plain
@@ -55,7 +55,7 @@ def _quiet_stderr():
         os.close(fd)
 
 
-class LlamaCppModel:
+class LlamaCppModel(VocabularyOf):
     """A GGUF model in llama.cpp: deterministic evaluation of one or more lanes (sequences).
 
     Each lane is a sequence of its own in llama.cpp, with its own `n_ctx` positions. The KV cache
@@ -227,16 +227,6 @@ class LlamaCppModel:
         self._decode(f"{rows} rows, lanes {lanes[0]}..{lanes[-1]}")
         pointer = self._lib.llama_get_logits(self._ctx)
         return np.ctypeslib.as_array(pointer, shape=(rows, self.n_vocab))
-
-    # -- vocabulary -------------------------------------------------------------------------
-    def tokenize(self, text: bytes) -> list[int]:
-        return self.vocab.tokenize(text)
-
-    def piece(self, token: int) -> bytes:
-        return self.vocab.piece(token)
-
-    def byte_token(self, value: int) -> int:
-        return self.vocab.byte_token(value)
 
     def close(self) -> None:
         lib = getattr(self, "_lib", None)

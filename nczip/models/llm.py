@@ -70,6 +70,31 @@ class LanguageModel(Protocol):
         """Release the backend's memory."""
 
 
+class VocabularyOf:
+    """The vocabulary part of LanguageModel, answered by the model's `vocab` object (a GGUF's
+    llama.cpp vocabulary or a directory's HfVocab): both backends mix it in."""
+
+    vocab: "Vocabulary"
+
+    def tokenize(self, text: bytes) -> list[int]:
+        return self.vocab.tokenize(text)
+
+    def piece(self, token: int) -> bytes:
+        return self.vocab.piece(token)
+
+    def byte_token(self, value: int) -> int:
+        return self.vocab.byte_token(value)
+
+
+class Vocabulary(Protocol):
+    n_vocab: int
+    bos: int
+
+    def tokenize(self, text: bytes) -> list[int]: ...
+    def piece(self, token: int) -> bytes: ...
+    def byte_token(self, value: int) -> int: ...
+
+
 class LockstepLanes:
     """Feeds n lanes to a model in lockstep: one evaluation call per step, one row per lane.
 

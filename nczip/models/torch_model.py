@@ -22,7 +22,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import NczipError
-from .llm import ModelIdentity
+from .llm import ModelIdentity, VocabularyOf
 from .registry import ModelFile
 
 BACKEND_PREFIX = "torch-"
@@ -148,7 +148,7 @@ class _LaneCache:
         )
 
 
-class TorchModel:
+class TorchModel(VocabularyOf):
     """A causal LM in PyTorch behind the LanguageModel protocol (see llm.py)."""
 
     def __init__(
@@ -341,16 +341,6 @@ class TorchModel:
                 logits = torch.tanh(logits / self._softcap) * self._softcap
             self._logits = logits.float().cpu().contiguous()
             return self._logits.numpy()
-
-    # -- vocabulary -------------------------------------------------------------------------
-    def tokenize(self, text: bytes) -> list[int]:
-        return self.vocab.tokenize(text)
-
-    def piece(self, token: int) -> bytes:
-        return self.vocab.piece(token)
-
-    def byte_token(self, value: int) -> int:
-        return self.vocab.byte_token(value)
 
     def close(self) -> None:
         self._hf = self._inner = self._layers = None
