@@ -398,10 +398,7 @@ def decompress_one(run: Run, compressor: Compressor, source: str, target: str | 
     check_target(run, source, target)
     data = read_input(source)
     if target is None:
-        # Standard output gets nothing until the whole output has checked out.
-        parts: list[bytes] = []
-        run.decompress(compressor, data, source, parts.append)
-        publish(run, b"".join(parts), None, like=source)
+        stream_to_stdout(run, compressor, data, source)
     else:
         # A file is written segment by segment through a temporary file, renamed into place
         # only after the last segment checked out (size and SHA-256).
@@ -409,6 +406,30 @@ def decompress_one(run: Run, compressor: Compressor, source: str, target: str | 
             run.decompress(compressor, data, source, out.write)
     if source != "-" and target is not None and not keep:
         os.unlink(source)
+
+
+def stream_to_stdout(run: Run, compressor: Compressor, data: bytes, source: str) -> None:
+    """Decode to standard output as gzip and zstd do, one segment at a time, so memory does not
+    grow with the output. Damage and the wrong model are found before the first byte: the header,
+    table and every payload CRC are checked up front, and a segment is written only once it has
+    decoded in full and passed its own checks (drift checkpoints, the exact end of its coded
+    stream, its length). The size and SHA-256 of the whole come last; a mismatch there still
+    exits 1, and the message says how many bytes already went out."""
+    stream = sys.stdout.buffer
+    written = 0
+
+    def emit(part: bytes) -> None:
+        nonlocal written
+        stream.write(part)
+        stream.flush()
+        written += len(part)
+
+    try:
+        run.decompress(compressor, data, source, emit)
+    except NczipError as exc:
+        if not written:
+            raise
+        raise Failure(f"{exc}; the {written} bytes already written to standard output are not the original") from None
 
 
 def check_target(run: Run, source: str, target: str | None) -> None:

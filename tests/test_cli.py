@@ -712,17 +712,21 @@ def test_sigterm_in_a_real_process_leaves_nothing_behind(tmp_path, model_args):
     assert listing(tmp_path) == {"big.txt": data}
 
 
-def _peak_rss_mib(args: list[str], cwd: Path) -> float:
+def _peak_rss_mib(args: list[str], cwd: Path, stdout_to: Path | None = None) -> float:
     """Run the CLI in a fresh interpreter; its peak RSS in MiB. VmHWM, not getrusage: Linux's
-    ru_maxrss keeps the forked parent's RSS from before the exec."""
+    ru_maxrss keeps the forked parent's RSS from before the exec. The figure goes to stderr,
+    so that standard output can carry nczip's own output (into `stdout_to`)."""
     code = (
+        "import sys\n"
         "from nczip.cli import main\n"
         f"rc = main({args!r})\n"
         "hwm = next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1]\n"
-        "print(hwm, rc)\n"
+        "print(hwm, rc, file=sys.stderr)\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=600)
-    kib, rc = done.stdout.split()[-2:]
+    with open(stdout_to or os.devnull, "wb") as out:
+        done = subprocess.run([sys.executable, "-c", code], cwd=cwd, stdout=out, stderr=subprocess.PIPE,
+                              text=True, timeout=600)
+    kib, rc = done.stderr.split()[-2:]
     assert rc == "0", done.stderr
     return int(kib) / 1024
 
@@ -739,9 +743,34 @@ def test_memory_follows_the_segment_not_the_input(tmp_path):
         (tmp_path / name).rename(tmp_path / f"orig{mib}.bin")
         decompress = _peak_rss_mib(["decompress", "-k", name + ".ncz"], tmp_path)
         assert (tmp_path / name).read_bytes() == (tmp_path / f"orig{mib}.bin").read_bytes()
-        peaks[mib] = (compress, decompress)
-    for i, what in enumerate(("compress", "decompress")):
+        piped = _peak_rss_mib(["decompress", "-c", name + ".ncz"], tmp_path, stdout_to=tmp_path / "piped.bin")
+        assert (tmp_path / "piped.bin").read_bytes() == (tmp_path / f"orig{mib}.bin").read_bytes()
+        peaks[mib] = (compress, decompress, piped)
+    for i, what in enumerate(("compress", "decompress", "decompress -c")):
         assert peaks[64][i] - peaks[4][i] < 16, (what, peaks)
+
+
+def test_stdout_gets_checked_segments_and_a_late_failure_says_so(nczip, tmp_path, monkeypatch, model_args):
+    """-c writes each segment once it has decoded and passed its own checks (as gzip and zstd
+    stream): when only the final SHA-256 fails, exit 1 and say how much already went out."""
+    monkeypatch.chdir(tmp_path)
+    data = os.urandom(1 << 20) + b"\x00" * (3 << 20)  # four segments
+    Path("a.bin").write_bytes(data)
+    assert nczip(*model_args, "-k", "a.bin").rc == 0
+    assert nczip(*model_args, "-dc", "a.bin.ncz").out == data
+    real = Compressor.decode_segment
+
+    def last_one_wrong(self, header, params, index, count, *rest, **kw):
+        part = real(self, header, params, index, count, *rest, **kw)
+        if index == count - 1:
+            part = bytes([part[0] ^ 1]) + part[1:]  # one bit off: only the final SHA-256 sees it
+        return part
+
+    monkeypatch.setattr(Compressor, "decode_segment", last_one_wrong)
+    r = nczip(*model_args, "-dc", "a.bin.ncz")
+    assert r.rc == 1
+    assert_error_line(r.err, "a.bin.ncz", "does not match", f"{len(data)} bytes already written")
+    assert len(r.out) == len(data) and r.out != data
 
 
 def test_a_file_output_that_fails_its_check_leaves_nothing(nczip, tmp_path, monkeypatch, model_args):
