@@ -109,7 +109,7 @@ static uint32_t weight_of(float v, float mf, float step_scale)
 
 /* Steps 3 and 4 of both quantizers: integer weights w_i (in freq, summing to z >= 1) become
  * frequencies >= 1 summing to exactly total = budget + n. */
-static int shares_of_budget(uint32_t *freq_out, size_t n, uint64_t z, size_t argmax,
+NCZ_HOT static int shares_of_budget(uint32_t *freq_out, size_t n, uint64_t z, size_t argmax,
                             uint64_t total, uint64_t budget)
 {
     uint64_t m_scale, sum = 0;
@@ -134,7 +134,7 @@ static int shares_of_budget(uint32_t *freq_out, size_t n, uint64_t z, size_t arg
     return NCZ_OK;
 }
 
-int ncz_quantize(const float *logits, size_t n, unsigned precision, uint32_t *freq_out)
+NCZ_HOT int ncz_quantize(const float *logits, size_t n, unsigned precision, uint32_t *freq_out)
 {
     uint64_t total, budget, z = 0;
     float mf = -INFINITY, step_scale = float_from_bits(STEP_SCALE_BITS);
@@ -187,7 +187,7 @@ float ncz_step_scale(void)
     return float_from_bits(STEP_SCALE_BITS);
 }
 
-int ncz_quantize_steps(const int32_t *score, size_t n, unsigned precision, uint32_t *freq_out)
+NCZ_HOT int ncz_quantize_steps(const int32_t *score, size_t n, unsigned precision, uint32_t *freq_out)
 {
     uint64_t total, budget, z = 0;
     int32_t top = INT32_MIN;
@@ -214,7 +214,7 @@ int ncz_quantize_steps(const int32_t *score, size_t n, unsigned precision, uint3
     return shares_of_budget(freq_out, n, z, argmax, total, budget);
 }
 
-size_t ncz_find_symbol(const uint32_t *freq, size_t n, uint32_t target, uint32_t *cum_out)
+NCZ_HOT size_t ncz_find_symbol(const uint32_t *freq, size_t n, uint32_t target, uint32_t *cum_out)
 {
     uint64_t cum = 0; /* 64-bit: a bad table cannot wrap around and match twice */
     size_t i;
@@ -229,7 +229,7 @@ size_t ncz_find_symbol(const uint32_t *freq, size_t n, uint32_t target, uint32_t
     return n;
 }
 
-uint32_t ncz_cum_of(const uint32_t *freq, size_t n, size_t s)
+NCZ_HOT uint32_t ncz_cum_of(const uint32_t *freq, size_t n, size_t s)
 {
     uint32_t cum = 0;
     size_t i;

@@ -365,7 +365,7 @@ static void score_candidates(ncz_ensemble *e, const lane_state *ls, size_t n)
 /* Without the bias head only the candidates' scores change, so the LLM's own weights (the
  * plain quantizer's) serve every other token: one O(vocabulary) weight pass, as in
  * ncz_quantize, then the candidates are patched in. */
-static int mix_without_bias(ncz_ensemble *e, const lane_state *ls, const float *logits,
+NCZ_HOT static int mix_without_bias(ncz_ensemble *e, const lane_state *ls, const float *logits,
                             size_t n, unsigned precision, uint32_t *freq)
 {
     const float step_scale = ncz_step_scale();
@@ -427,7 +427,7 @@ static int mix_without_bias(ncz_ensemble *e, const lane_state *ls, const float *
 /* With the bias head every token's score moves: integer scores for all, then
  * ncz_quantize_steps. The LLM's weight (a temperature) is learned too, since its gradient
  * needs the same O(vocabulary) pass as the bias head's. */
-static int mix_with_bias(ncz_ensemble *e, const lane_state *ls, const float *logits, size_t n,
+NCZ_HOT static int mix_with_bias(ncz_ensemble *e, const lane_state *ls, const float *logits, size_t n,
                          unsigned precision, uint32_t *freq)
 {
     const float step_scale = ncz_step_scale();
@@ -454,7 +454,7 @@ static int mix_with_bias(ncz_ensemble *e, const lane_state *ls, const float *log
     return ncz_quantize_steps(z, n, precision, freq);
 }
 
-int ncz_ens_prepare(ncz_ensemble *e, int lane, size_t pos, const float *logits, size_t n,
+NCZ_HOT int ncz_ens_prepare(ncz_ensemble *e, int lane, size_t pos, const float *logits, size_t n,
                     unsigned precision, uint32_t *freq_out)
 {
     const float step_scale = ncz_step_scale();
@@ -612,7 +612,7 @@ static void match_update(ncz_ensemble *e, lane_state *ls, int32_t y)
     (void)i;
 }
 
-int ncz_ens_update(ncz_ensemble *e, size_t y, const float *logits, const uint32_t *freq,
+NCZ_HOT int ncz_ens_update(ncz_ensemble *e, size_t y, const float *logits, const uint32_t *freq,
                    unsigned precision)
 {
     lane_state *ls;
