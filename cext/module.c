@@ -1040,7 +1040,83 @@ static PyObject *mod_ideal_bits(PyObject *module, PyObject *args, PyObject *kwar
     return PyFloat_FromDouble(bits);
 }
 
+/* head_q8: the buffers are checked for size here; their dtypes are the caller's (nczip/models/head.py). */
+static int get_bytes(PyObject *obj, Py_buffer *view, size_t need, int writable, const char *name)
+{
+    if (PyObject_GetBuffer(obj, view, writable ? (PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) : PyBUF_C_CONTIGUOUS) < 0)
+        return -1;
+    if ((size_t)view->len != need) {
+        PyErr_Format(PyExc_ValueError, "%s must have %zu bytes, got %zd", name, need, view->len);
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *mod_head_q8(PyObject *module, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"packed", "wsum", "dw", "hidden", "out", "n_vocab", "n_embd", "rows",
+                             "g0", "g1", "portable", NULL};
+    PyObject *objs[5];
+    Py_buffer views[5];
+    Py_ssize_t n_vocab, n_embd, rows, g0, g1;
+    int portable = 0, status, got = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOOnnnnn|p:head_q8", kwlist, &objs[0], &objs[1],
+                                     &objs[2], &objs[3], &objs[4], &n_vocab, &n_embd, &rows, &g0, &g1,
+                                     &portable))
+        return NULL;
+    if (n_vocab <= 0 || n_embd <= 0 || n_embd % 32 != 0 || rows <= 0 || g0 < 0 || g1 < g0 ||
+        g1 > (n_vocab + 15) / 16) {
+        PyErr_SetString(PyExc_ValueError, "head_q8: sizes out of range");
+        return NULL;
+    }
+    size_t groups = (size_t)(n_vocab + 15) / 16, nb = (size_t)n_embd / 32;
+    size_t need[5] = {groups * nb * 512, groups * nb * 16 * 4, groups * nb * 16 * 4,
+                      (size_t)rows * (size_t)n_embd * 4, (size_t)rows * (size_t)n_vocab * 4};
+    static const char *names[5] = {"packed", "wsum", "dw", "hidden", "out"};
+    for (; got < 5; got++)
+        if (get_bytes(objs[got], &views[got], need[got], got == 4, names[got]) < 0)
+            break;
+    if (got < 5) {
+        while (got-- > 0)
+            PyBuffer_Release(&views[got]);
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    status = ncz_head_q8((const int8_t *)views[0].buf, (const int32_t *)views[1].buf, (const float *)views[2].buf,
+                         (size_t)n_vocab, (size_t)n_embd, (const float *)views[3].buf, (size_t)rows, (size_t)g0,
+                         (size_t)g1, (float *)views[4].buf, portable);
+    Py_END_ALLOW_THREADS
+    for (int i = 0; i < 5; i++)
+        PyBuffer_Release(&views[i]);
+    if (status == NCZ_E_NOMEM)
+        return PyErr_NoMemory();
+    if (status != NCZ_OK) {
+        PyErr_SetString(PyExc_ValueError, "head_q8: invalid sizes");
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *mod_head_fast_kernel(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    return PyBool_FromLong(ncz_head_fast_kernel());
+}
+
+static PyObject *mod_capture_callback_address(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    return PyLong_FromVoidPtr((void *)ncz_capture_callback);
+}
+
 static PyMethodDef module_methods[] = {
+    {"head_q8", (PyCFunction)(void (*)(void))mod_head_q8, METH_VARARGS | METH_KEYWORDS,
+     "head_q8(packed, wsum, dw, hidden, out, n_vocab, n_embd, rows, g0, g1, portable=False)\n--\n\n"
+     "Logits of groups [g0, g1) of 16 vocabulary rows into out (rows x n_vocab float32), from\n"
+     "packed Q8_0 weights and float32 hidden states; releases the GIL. Same bits on every path."},
+    {"head_fast_kernel", (PyCFunction)mod_head_fast_kernel, METH_NOARGS,
+     "head_fast_kernel()\n--\n\nWhether this CPU runs head_q8's AVX-512 VNNI kernel."},
+    {"capture_callback_address", (PyCFunction)mod_capture_callback_address, METH_NOARGS,
+     "capture_callback_address()\n--\n\nAddress of the C ggml eval callback that captures result_norm."},
     {"quantize", (PyCFunction)(void (*)(void))mod_quantize, METH_VARARGS | METH_KEYWORDS,
      "quantize(logits, out, precision)\n--\n\n"
      "Quantize float32 logits into out (writable uint32, same length): every frequency >= 1,\n"

@@ -143,7 +143,7 @@ class Compressor:
         model = self._model
         if model is not None:
             if backend == "llama" and _backend_of(model.identity.backend) == "llama":
-                model.use_backend_id(backend_id or _LLAMA_BACKEND_ID)
+                model.use_backend_id(backend_id or model.default_backend_id)
                 return model
             if backend == "torch" and _backend_of(model.identity.backend) == "torch" and (
                 device is None or model.device_type == device
@@ -163,7 +163,7 @@ class Compressor:
             from .models.llama_cpp import LlamaCppModel
 
             self._model = LlamaCppModel(model_file, n_ctx=n_ctx, threads=threads)
-            self._model.use_backend_id(backend_id or _LLAMA_BACKEND_ID)
+            self._model.use_backend_id(backend_id or self._model.default_backend_id)
         self.models_loaded += 1
         return self._model
 
@@ -401,7 +401,7 @@ class ArchiveBuilder:
 
 # = models.llama_cpp.BACKEND_ID and LEGACY_BACKEND_ID, without importing llama.cpp
 _LLAMA_BACKEND_ID = "llama.cpp-fa2"
-_LLAMA_BACKEND_IDS = (_LLAMA_BACKEND_ID, "llama.cpp-fa")
+_LLAMA_BACKEND_IDS = ("llama.cpp-fa2-h8", _LLAMA_BACKEND_ID, "llama.cpp-fa")
 
 
 def _backend_of(backend_id: str) -> str | None:

@@ -26,6 +26,12 @@ def tiny_gguf_other(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_tiny_gguf(tmp_path_factory.mktemp("tiny_model") / "tiny-seed1.gguf", seed=1)
 
 
+@pytest.fixture(scope="session")
+def tiny_gguf_q8(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Like ``tiny_gguf`` (seed 0) with its output matrix in Q8_0: nczip's own head applies."""
+    return write_tiny_gguf(tmp_path_factory.mktemp("tiny_model") / "tiny-seed0-q8.gguf", seed=0, q8_head=True)
+
+
 # --- nczip objects on the tiny model -------------------------------------------------------
 
 

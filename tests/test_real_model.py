@@ -86,6 +86,48 @@ def test_lanes_are_thread_independent_on_gemma():
         assert two.decompress(archive) == data
 
 
+def _slice_ending_on_lanes_1_and_3(primer: int, lanes: int) -> tuple[bytes, int]:
+    """A slice of alice29 whose token count leaves lanes 1 and 3 of 4 one token longer, so the
+    segment's last step has rows for those two lanes only."""
+    from nczip import tokens
+    from nczip.models.llama_cpp import load_vocab_only
+    from nczip.models.registry import default_model
+
+    vocab, close = load_vocab_only(default_model())
+    try:
+        for size in range(2_400, 2_800, 7):
+            data = alice_slice(size)
+            count = len(tokens.tokenize_exact(data, vocab))
+            if (count - primer) % lanes == 2:
+                return data, count
+    finally:
+        close()
+    raise AssertionError("no slice in range has the token count wanted")
+
+
+def test_uneven_lanes_past_512_cells_are_thread_independent_on_gemma():
+    """Found on enwik8's first MB (an archive coded with 2 threads failed to decode with 1 at
+    its last step, lanes 1 and 3): llama.cpp ran that call as two lone queries over > 512
+    cells, which flash attention splits by thread count. The primer puts every lane past 512
+    cells, and the slice makes the last step's lanes 1 and 3."""
+    from nczip import codec
+
+    primer, lanes = 500, 4
+    data, count = _slice_ending_on_lanes_1_and_3(primer, lanes)
+    options = dict(lanes=lanes, lane_tokens=20, primer=primer)
+    with Compressor(threads=1, **options) as one, Compressor(threads=2, **options) as two:
+        archive = one.compress(data)
+        segment = container.read_archive(archive).segments[0]
+        assert segment.token_count == count
+        assert codec.lane_plan(count, one.params) == (primer, lanes)
+        bounds = codec.lane_bounds(count, primer, lanes)
+        lengths = [b - a for a, b in zip(bounds, bounds[1:])]
+        assert [i for i, n in enumerate(lengths) if n == max(lengths)] == [1, 3]
+        assert two.compress(data) == archive
+        assert two.decompress(archive) == data
+        assert one.decompress(archive) == data
+
+
 def test_a_source_tree_tar_with_a_png_beats_xz(gemma):
     """Issue 5: the tree's text goes to the model, the PNG and the tar padding to the plain
     codecs, and the whole is smaller than `xz -9` of the same tar."""

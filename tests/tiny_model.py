@@ -162,11 +162,12 @@ def _tensors(rng: np.random.RandomState, n_vocab: int) -> dict[str, np.ndarray]:
     return t
 
 
-def write_tiny_gguf(path: str | os.PathLike[str], *, seed: int = 0, arch: str = "gemma3") -> Path:
+def write_tiny_gguf(path: str | os.PathLike[str], *, seed: int = 0, arch: str = "gemma3", q8_head: bool = False) -> Path:
     """Write a tiny random-weight model to ``path`` and return it as a ``Path``.
 
     The output is a pure function of ``seed``: the same seed gives a byte-identical file,
-    different seeds give different weights (and a different ``general.name``).
+    different seeds give different weights (and a different ``general.name``). ``q8_head``
+    stores the (tied) output matrix as Q8_0, as Gemma-3-270M's is, so nczip's own head applies.
     """
     import gguf  # test-only dependency
 
@@ -215,7 +216,11 @@ def write_tiny_gguf(path: str | os.PathLike[str], *, seed: int = 0, arch: str = 
     w.add_file_type(gguf.LlamaFileType.ALL_F32)
 
     for name, arr in tensors.items():
-        w.add_tensor(name, arr)
+        if q8_head and name == "token_embd.weight":
+            quantized = gguf.quants.quantize(arr, gguf.GGMLQuantizationType.Q8_0)
+            w.add_tensor(name, quantized, raw_shape=quantized.shape, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+        else:
+            w.add_tensor(name, arr)
 
     w.write_header_to_file()
     w.write_kv_data_to_file()

@@ -24,6 +24,11 @@ from .registry import ModelFile
 # batches of non-consecutive lanes (_decode); "llama.cpp-fa" archives are still decoded as coded.
 BACKEND_ID = "llama.cpp-fa2"
 LEGACY_BACKEND_ID = "llama.cpp-fa"
+# "-fa2-h8": the same calls as "-fa2", but llama.cpp stops at the final hidden states and
+# nczip's own integer head (models/head.py) computes the logits. The default where the model's
+# output matrix is Q8_0 (Gemma-3-270M's is) and the head agrees with llama.cpp's.
+HEAD_BACKEND_ID = "llama.cpp-fa2-h8"
+BACKEND_IDS = (HEAD_BACKEND_ID, BACKEND_ID, LEGACY_BACKEND_ID)
 # Prefill chunk sizes are part of the archive's parameters: they shape llama.cpp's computation.
 DEFAULT_N_BATCH = 512
 # llama.cpp's LLAMA_MAX_SEQ: sequences one context can hold.
@@ -55,6 +60,27 @@ def _quiet_stderr():
         os.close(fd)
 
 
+class _Capture(ctypes.Structure):
+    """cext/nczip.h's ncz_capture: what the C graph callback needs to copy result_norm."""
+
+    _fields_ = [
+        ("get_name", ctypes.c_void_p),
+        ("get_data", ctypes.c_void_p),
+        ("nbytes", ctypes.c_void_p),
+        ("buf", ctypes.c_void_p),
+        ("cap", ctypes.c_size_t),
+        ("len", ctypes.c_size_t),
+        ("overflow", ctypes.c_int32),
+        ("enabled", ctypes.c_int32),
+        ("stop", ctypes.c_int32),
+    ]
+
+
+# The own head must give llama.cpp's logits up to its rounding: a larger gap means the graph
+# does something after result_norm (a logit scale, soft-capping) that the head does not.
+_HEAD_AGREEMENT = 0.02
+
+
 class LlamaCppModel(VocabularyOf):
     """A GGUF model in llama.cpp: deterministic evaluation of one or more lanes (sequences).
 
@@ -70,6 +96,7 @@ class LlamaCppModel(VocabularyOf):
         logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)  # its C log callback's filter
         self.identity = ModelIdentity(BACKEND_ID, model.name, model.sha256)
         self._pad_lone_lanes = True
+        self._own_head = False
         self._model = self._ctx = self._batch = None
         self._threads = threads
         self.n_batch = n_batch
@@ -86,7 +113,63 @@ class LlamaCppModel(VocabularyOf):
             raise NczipError(f"model {model.name} has no BOS token; nczip needs one to start each window")
         self._batch = lib.llama_batch_init(n_batch, 0, 1)
         self._shape: tuple[int, int] | None = None
+        self._head = self._capture = None
+        self._setup_head(model)
         self.configure(n_ctx, n_lanes)
+        if self._head is not None and not self._head_agrees():
+            self._head.close()
+            self._head = None
+        self.default_backend_id = HEAD_BACKEND_ID if self._head is not None else BACKEND_ID
+
+    # -- nczip's own head --------------------------------------------------------------------
+    def _setup_head(self, model: ModelFile) -> None:
+        """Our head for a Q8_0 output matrix, and the C callback that hands it the hidden states."""
+        from .. import _cext
+        from .head import Q8Head
+
+        head = Q8Head.from_gguf(model.path, self._threads)
+        if head is None or head.n_embd != int(self._lib.llama_model_n_embd(self._model)):
+            return
+        self._head = head
+        ggml = self._lib._ggml.libggml if hasattr(self._lib, "_ggml") else None
+        if ggml is None:
+            from llama_cpp import _ggml
+
+            ggml = _ggml.libggml
+        self._hidden = np.zeros((self.n_batch, head.n_embd), dtype=np.float32)
+        capture = _Capture()
+        capture.get_name = ctypes.cast(ggml.ggml_get_name, ctypes.c_void_p).value
+        capture.get_data = ctypes.cast(ggml.ggml_get_data, ctypes.c_void_p).value
+        capture.nbytes = ctypes.cast(ggml.ggml_nbytes, ctypes.c_void_p).value
+        capture.buf = self._hidden.ctypes.data
+        capture.cap = self._hidden.nbytes
+        capture.stop = 1
+        self._capture = capture
+        self._callback = self._lib.ggml_backend_sched_eval_callback(_cext.capture_callback_address())
+
+    def _head_agrees(self) -> bool:
+        """Evaluate a few tokens with llama.cpp's head while capturing the hidden states, and
+        compare its logits with ours."""
+        capture = self._capture
+        tokens = [self.bos, *self.vocab.tokenize(b"The quick brown fox jumps over the lazy dog.")[:8]]
+        batch = self._batch
+        for i, token in enumerate(tokens):
+            batch.token[i], batch.pos[i], batch.n_seq_id[i] = token, i, 1
+            batch.seq_id[i][0] = 0
+            batch.logits[i] = 1
+        batch.n_tokens = len(tokens)
+        capture.enabled, capture.stop, capture.len, capture.overflow = 1, 0, 0, 0
+        try:
+            status = self._lib.llama_decode(self._ctx, batch)
+        finally:
+            capture.enabled, capture.stop = 0, 1
+        self.reset()
+        if status != 0 or capture.overflow or capture.len != len(tokens) * self._head.n_embd * 4:
+            return False
+        theirs = np.ctypeslib.as_array(self._lib.llama_get_logits(self._ctx), shape=(len(tokens), self.n_vocab))
+        ours = self._head(self._hidden[: len(tokens)])
+        gap = float(np.max(np.abs(ours - theirs)))
+        return bool(np.isfinite(ours).all()) and gap <= _HEAD_AGREEMENT * float(np.max(np.abs(theirs)))
 
     def configure(self, n_ctx: int, n_lanes: int) -> None:
         """Give the model a context of n_lanes lanes with n_ctx positions each (empty).
@@ -120,6 +203,10 @@ class LlamaCppModel(VocabularyOf):
         # never sends a lone query, so the floats do not depend on the thread count.
         params.flash_attn_type = lib.LLAMA_FLASH_ATTN_TYPE_ENABLED
         params.no_perf = True
+        if self._capture is not None:
+            # A callback that asks for no tensor leaves the graph as it is (the "-fa2" path).
+            params.cb_eval = self._callback
+            params.cb_eval_user_data = ctypes.cast(ctypes.pointer(self._capture), ctypes.c_void_p)
         with _quiet_stderr():
             self._ctx = lib.llama_init_from_model(self._model, params)
         if not self._ctx:
@@ -148,11 +235,20 @@ class LlamaCppModel(VocabularyOf):
         self._lib.llama_memory_seq_cp(self._memory, source, target, -1, -1)
 
     def use_backend_id(self, backend_id: str) -> None:
-        """Compute as archives with this id were coded: BACKEND_ID, or LEGACY_BACKEND_ID (which
-        padded single-token calls only; see _decode)."""
-        if backend_id not in (BACKEND_ID, LEGACY_BACKEND_ID):
+        """Compute as archives with this id were coded: HEAD_BACKEND_ID (our head), BACKEND_ID
+        (llama.cpp's head), or LEGACY_BACKEND_ID (which padded single-token calls only; see
+        _decode)."""
+        if backend_id not in BACKEND_IDS:
             raise ValueError(f"not a llama.cpp backend id: {backend_id!r}")
-        self._pad_lone_lanes = backend_id == BACKEND_ID
+        if backend_id == HEAD_BACKEND_ID and self._head is None:
+            raise NczipError(
+                f"the archive was coded with nczip's own Q8_0 output head ({backend_id}), which model "
+                f"{self.identity.name} does not allow (its output matrix is not Q8_0, or llama.cpp's differs)"
+            )
+        self._pad_lone_lanes = backend_id != LEGACY_BACKEND_ID
+        self._own_head = backend_id == HEAD_BACKEND_ID
+        if self._capture is not None:
+            self._capture.enabled = int(self._own_head)
         self.identity = ModelIdentity(backend_id, self.identity.name, self.identity.sha256)
 
     def _decode(self, where: str) -> None:
@@ -183,6 +279,8 @@ class LlamaCppModel(VocabularyOf):
             batch.seq_id[k][0] = batch.seq_id[i][0]
             batch.logits[k] = 0
         batch.n_tokens = n + len(padded)
+        if self._own_head:
+            self._capture.len = self._capture.overflow = 0
         status = self._lib.llama_decode(self._ctx, batch)
         batch.n_tokens = n
         if status == 0:
@@ -191,6 +289,16 @@ class LlamaCppModel(VocabularyOf):
                     raise NczipError(f"llama.cpp could not remove a padding row ({where})")
         if status != 0:
             raise NczipError(f"llama_decode failed with status {status} ({where})")
+        if self._own_head:
+            # Hidden states arrive per llama.cpp micro-batch; a batch of scattered lanes is split
+            # into runs of consecutive lanes, in increasing order, so rows must be in that order.
+            outputs = sum(1 for i in range(n) if batch.logits[i])
+            captured = self._capture.len // (4 * self._head.n_embd)
+            if self._capture.overflow or captured != outputs or lanes != sorted(lanes):
+                raise NczipError(
+                    f"llama.cpp handed over {captured} hidden states for {outputs} rows ({where}): "
+                    "this llama.cpp build does not work with nczip's own head"
+                )
 
     def evaluate(self, tokens: Sequence[int], start: int, lane: int = 0) -> np.ndarray:
         if not tokens:
@@ -209,6 +317,8 @@ class LlamaCppModel(VocabularyOf):
             batch.logits[last] = 1 if is_final else 0
             batch.n_tokens = len(chunk)
             self._decode(f"lane {lane}, position {start + offset}")
+        if self._own_head:
+            return self._head(self._hidden[:1])[0]
         pointer = self._lib.llama_get_logits_ith(self._ctx, last)
         return np.ctypeslib.as_array(pointer, shape=(self.n_vocab,))
 
@@ -225,6 +335,8 @@ class LlamaCppModel(VocabularyOf):
             batch.logits[i] = 1
         batch.n_tokens = rows
         self._decode(f"{rows} rows, lanes {lanes[0]}..{lanes[-1]}")
+        if self._own_head:
+            return self._head(self._hidden[:rows])
         pointer = self._lib.llama_get_logits(self._ctx)
         return np.ctypeslib.as_array(pointer, shape=(rows, self.n_vocab))
 
@@ -235,6 +347,9 @@ class LlamaCppModel(VocabularyOf):
         if getattr(self, "_batch", None) is not None:
             lib.llama_batch_free(self._batch)
             self._batch = None
+        if getattr(self, "_head", None) is not None:
+            self._head.close()
+            self._head = None
         if getattr(self, "_ctx", None):
             lib.llama_free(self._ctx)
         self._ctx = None
