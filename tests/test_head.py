@@ -96,8 +96,9 @@ def test_output_tensor_reads_the_gguf_table_as_gguf_does(tiny_gguf_q8, tiny_gguf
     for path, type_id in ((tiny_gguf_q8, 8), (tiny_gguf, 0)):
         reader = gguf.GGUFReader(str(path))
         t = next(t for t in reader.tensors if t.name == "token_embd.weight")
-        name, found_type, n_vocab, n_embd, offset = output_tensor(path)
+        name, found_type, n_vocab, n_embd, offset, arch = output_tensor(path)
         assert (name, found_type, n_vocab, n_embd) == ("token_embd.weight", type_id, int(t.shape[1]), int(t.shape[0]))
+        assert arch == "gemma3"
         assert offset == t.data_offset
         assert (Q8Head.from_gguf(path) is None) == (type_id != 8)
 
@@ -141,12 +142,13 @@ def test_the_own_head_is_the_default_only_for_a_q8_0_output(tiny_gguf_q8, tiny_g
         f32.close()
 
 
-def test_a_head_that_disagrees_with_llama_cpp_is_not_used(tiny_gguf_q8, monkeypatch):
-    """A graph that does more after the final norm (a logit scale, soft-capping) would make
-    our head's logits differ from llama.cpp's: then llama.cpp's head is used."""
-    from nczip.models import llama_cpp
+def test_only_architectures_with_a_plain_head_get_ours(tiny_gguf_q8, monkeypatch):
+    """A graph that does more after the final norm (a logit scale, soft-capping) would make our
+    logits differ from llama.cpp's: architectures not known to end plainly keep llama.cpp's."""
+    from nczip.models import head, llama_cpp
 
-    monkeypatch.setattr(llama_cpp, "_HEAD_AGREEMENT", -1.0)
+    assert head.output_tensor(tiny_gguf_q8).architecture == "gemma3"
+    monkeypatch.setattr(head, "PLAIN_HEAD_ARCHITECTURES", frozenset())
     model = _model(tiny_gguf_q8)
     try:
         assert model.default_backend_id == llama_cpp.BACKEND_ID

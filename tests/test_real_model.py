@@ -128,6 +128,33 @@ def test_uneven_lanes_past_512_cells_are_thread_independent_on_gemma():
         assert one.decompress(archive) == data
 
 
+def test_own_head_gives_llama_cpp_s_logits_on_gemma():
+    """llama.cpp-fa2-h8 computes Gemma's logits itself from the final hidden states: they must be
+    llama.cpp's up to rounding (8-bit activations either way), across lanes and single rows."""
+    import numpy as np
+
+    from nczip.models.llama_cpp import BACKEND_ID, HEAD_BACKEND_ID, LlamaCppModel
+    from nczip.models.registry import default_model
+
+    model = LlamaCppModel(default_model(), n_ctx=1024, threads=2)
+    try:
+        assert model.default_backend_id == HEAD_BACKEND_ID
+        model.configure(1024, 3)
+        toks = model.tokenize(alice_slice(600))[:100]
+        logits = {}
+        for backend_id in (HEAD_BACKEND_ID, BACKEND_ID):
+            model.use_backend_id(backend_id)
+            model.reset()
+            rows = [np.array(model.evaluate([model.bos, *toks[:60]], 0, lane), copy=True) for lane in range(3)]
+            rows.append(np.array(model.evaluate_rows([toks[60], toks[61]], [61, 61], [0, 2]), copy=True))
+            logits[backend_id] = np.concatenate([np.atleast_2d(r) for r in rows])
+    finally:
+        model.close()
+    ours, theirs = logits[HEAD_BACKEND_ID], logits[BACKEND_ID]
+    assert np.max(np.abs(ours - theirs)) < 0.02 * np.max(np.abs(theirs))
+    assert (ours.argmax(axis=1) == theirs.argmax(axis=1)).mean() >= 0.8
+
+
 def test_a_source_tree_tar_with_a_png_beats_xz(gemma):
     """Issue 5: the tree's text goes to the model, the PNG and the tar padding to the plain
     codecs, and the whole is smaller than `xz -9` of the same tar."""

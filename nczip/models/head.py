@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import concurrent.futures
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -31,9 +32,24 @@ _SCALAR_SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 1
 _GGML_TYPE_Q8_0 = 8
 
 
-def output_tensor(path: str | Path):
-    """(name, ggml type id, n_vocab, n_embd, absolute file offset) of a GGUF's output matrix:
-    `output.weight`, or the tied `token_embd.weight` when there is none; None if neither.
+# Architectures whose llama.cpp graph ends in logits = output matrix x result_norm, nothing after
+# (no logit scale, no soft-capping): only those get our head. Gemma-3 is checked against
+# llama.cpp's own logits by tests/test_head.py (tiny model) and tests/test_real_model.py.
+PLAIN_HEAD_ARCHITECTURES = frozenset({"gemma3"})
+
+
+class OutputTensor(NamedTuple):
+    name: str
+    ggml_type: int
+    n_vocab: int
+    n_embd: int
+    offset: int  # absolute, in the file
+    architecture: str
+
+
+def output_tensor(path: str | Path) -> OutputTensor | None:
+    """A GGUF's output matrix: `output.weight`, or the tied `token_embd.weight` when there is
+    none; None if neither.
 
     A reader of our own, because it needs only the tensor table: gguf.GGUFReader builds numpy
     views of every metadata item, which for Gemma-3's 262,144-token vocabulary took 13 s."""
@@ -73,12 +89,14 @@ def output_tensor(path: str | Path):
             raise ValueError(f"{path}: GGUF version {version} is too old")
         n_tensors, at = u64(at)
         n_kv, at = u64(at)
-        alignment = 32
+        alignment, arch = 32, ""
         for _ in range(n_kv):
             key, at = string(at)
             kind, at = u32(at)
             if key == b"general.alignment" and kind == 4:
                 alignment = u32(at)[0]
+            elif key == b"general.architecture" and kind == 8:
+                arch = string(at)[0].decode("ascii", "replace")
             at = skip_value(kind, at)
         infos = {}
         for _ in range(n_tensors):
@@ -94,7 +112,7 @@ def output_tensor(path: str | Path):
     if name not in infos or len(infos[name][1]) != 2:
         return None
     ggml_type, (n_embd, n_vocab), offset = infos[name]
-    return name, ggml_type, n_vocab, n_embd, data_start + offset
+    return OutputTensor(name, ggml_type, n_vocab, n_embd, data_start + offset, arch)
 
 
 class Q8Head:
@@ -117,12 +135,13 @@ class Q8Head:
 
     @classmethod
     def from_gguf(cls, path: str | Path, threads: int = 1) -> Q8Head | None:
-        """The head of a GGUF whose output matrix is Q8_0, or None for any other type."""
-        found = output_tensor(path)
-        if found is None or found[1] != _GGML_TYPE_Q8_0 or found[3] % Q8_0_BLOCK:
+        """The head of a GGUF whose output matrix is Q8_0 and whose architecture has a plain
+        head (PLAIN_HEAD_ARCHITECTURES); None otherwise."""
+        t = output_tensor(path)
+        if (t is None or t.ggml_type != _GGML_TYPE_Q8_0 or t.n_embd % Q8_0_BLOCK
+                or t.architecture not in PLAIN_HEAD_ARCHITECTURES):
             return None
-        _, _, n_vocab, n_embd, offset = found
-        return cls(*pack_q8_0(path, offset, n_vocab, n_embd), n_vocab, n_embd, threads)
+        return cls(*pack_q8_0(path, t.offset, t.n_vocab, t.n_embd), t.n_vocab, t.n_embd, threads)
 
     def __call__(self, hidden: np.ndarray) -> np.ndarray:
         """Logits (rows x n_vocab, float32) of hidden states (rows x n_embd, float32). The array

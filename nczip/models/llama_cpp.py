@@ -26,7 +26,8 @@ BACKEND_ID = "llama.cpp-fa2"
 LEGACY_BACKEND_ID = "llama.cpp-fa"
 # "-fa2-h8": the same calls as "-fa2", but llama.cpp stops at the final hidden states and
 # nczip's own integer head (models/head.py) computes the logits. The default where the model's
-# output matrix is Q8_0 (Gemma-3-270M's is) and the head agrees with llama.cpp's.
+# output matrix is Q8_0 (Gemma-3-270M's is) in an architecture with a plain head (models/head.py).
+# llama.cpp's head never runs then, so its copy of the matrix is not paged in beside ours.
 HEAD_BACKEND_ID = "llama.cpp-fa2-h8"
 BACKEND_IDS = (HEAD_BACKEND_ID, BACKEND_ID, LEGACY_BACKEND_ID)
 # Prefill chunk sizes are part of the archive's parameters: they shape llama.cpp's computation.
@@ -76,11 +77,6 @@ class _Capture(ctypes.Structure):
     ]
 
 
-# The own head must give llama.cpp's logits up to its rounding: a larger gap means the graph
-# does something after result_norm (a logit scale, soft-capping) that the head does not.
-_HEAD_AGREEMENT = 0.02
-
-
 class LlamaCppModel(VocabularyOf):
     """A GGUF model in llama.cpp: deterministic evaluation of one or more lanes (sequences).
 
@@ -116,9 +112,6 @@ class LlamaCppModel(VocabularyOf):
         self._head = self._capture = None
         self._setup_head(model)
         self.configure(n_ctx, n_lanes)
-        if self._head is not None and not self._head_agrees():
-            self._head.close()
-            self._head = None
         self.default_backend_id = HEAD_BACKEND_ID if self._head is not None else BACKEND_ID
 
     # -- nczip's own head --------------------------------------------------------------------
@@ -146,30 +139,6 @@ class LlamaCppModel(VocabularyOf):
         capture.stop = 1
         self._capture = capture
         self._callback = self._lib.ggml_backend_sched_eval_callback(_cext.capture_callback_address())
-
-    def _head_agrees(self) -> bool:
-        """Evaluate a few tokens with llama.cpp's head while capturing the hidden states, and
-        compare its logits with ours."""
-        capture = self._capture
-        tokens = [self.bos, *self.vocab.tokenize(b"The quick brown fox jumps over the lazy dog.")[:8]]
-        batch = self._batch
-        for i, token in enumerate(tokens):
-            batch.token[i], batch.pos[i], batch.n_seq_id[i] = token, i, 1
-            batch.seq_id[i][0] = 0
-            batch.logits[i] = 1
-        batch.n_tokens = len(tokens)
-        capture.enabled, capture.stop, capture.len, capture.overflow = 1, 0, 0, 0
-        try:
-            status = self._lib.llama_decode(self._ctx, batch)
-        finally:
-            capture.enabled, capture.stop = 0, 1
-        self.reset()
-        if status != 0 or capture.overflow or capture.len != len(tokens) * self._head.n_embd * 4:
-            return False
-        theirs = np.ctypeslib.as_array(self._lib.llama_get_logits(self._ctx), shape=(len(tokens), self.n_vocab))
-        ours = self._head(self._hidden[: len(tokens)])
-        gap = float(np.max(np.abs(ours - theirs)))
-        return bool(np.isfinite(ours).all()) and gap <= _HEAD_AGREEMENT * float(np.max(np.abs(theirs)))
 
     def configure(self, n_ctx: int, n_lanes: int) -> None:
         """Give the model a context of n_lanes lanes with n_ctx positions each (empty).
@@ -243,7 +212,8 @@ class LlamaCppModel(VocabularyOf):
         if backend_id == HEAD_BACKEND_ID and self._head is None:
             raise NczipError(
                 f"the archive was coded with nczip's own Q8_0 output head ({backend_id}), which model "
-                f"{self.identity.name} does not allow (its output matrix is not Q8_0, or llama.cpp's differs)"
+                f"{self.identity.name} does not allow (its output matrix is not Q8_0, or its architecture is not one "
+                "whose logits nczip computes itself)"
             )
         self._pad_lone_lanes = backend_id != LEGACY_BACKEND_ID
         self._own_head = backend_id == HEAD_BACKEND_ID
