@@ -132,6 +132,7 @@ class Q8Head:
         )
         self._out = np.empty((0, n_vocab), dtype=np.float32)
         self.portable = False  # tests force the plain C loop to compare it with the SIMD kernel
+        self.source_offset = self.source_bytes = 0  # where the matrix lies in its file
 
     @classmethod
     def from_gguf(cls, path: str | Path, threads: int = 1) -> Q8Head | None:
@@ -141,7 +142,9 @@ class Q8Head:
         if (t is None or t.ggml_type != _GGML_TYPE_Q8_0 or t.n_embd % Q8_0_BLOCK
                 or t.architecture not in PLAIN_HEAD_ARCHITECTURES):
             return None
-        return cls(*pack_q8_0(path, t.offset, t.n_vocab, t.n_embd), t.n_vocab, t.n_embd, threads)
+        head = cls(*pack_q8_0(path, t.offset, t.n_vocab, t.n_embd), t.n_vocab, t.n_embd, threads)
+        head.source_offset, head.source_bytes = t.offset, t.n_vocab * (t.n_embd // Q8_0_BLOCK) * Q8_0_BYTES
+        return head
 
     def __call__(self, hidden: np.ndarray) -> np.ndarray:
         """Logits (rows x n_vocab, float32) of hidden states (rows x n_embd, float32). The array
