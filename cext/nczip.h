@@ -185,10 +185,9 @@ typedef struct {
     size_t len;
     int32_t overflow;
     int32_t enabled; /* 0: ask for nothing, so the graph runs as without a callback */
-    int32_t stop;    /* 1: stop the graph after result_norm (skip llama.cpp's head); 0: go on */
 } ncz_capture;
-/* A ggml_backend_sched_eval_callback: copies "result_norm" into the capture and, when asked to,
- * stops the graph there. */
+/* A ggml_backend_sched_eval_callback: copies "result_norm" into the capture and stops the graph
+ * there (llama.cpp's own head does not run). */
 _Bool ncz_capture_callback(void *tensor, _Bool ask, void *user_data);
 
 #endif /* NCZIP_H */

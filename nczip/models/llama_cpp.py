@@ -112,7 +112,6 @@ class _Capture(ctypes.Structure):
         ("len", ctypes.c_size_t),
         ("overflow", ctypes.c_int32),
         ("enabled", ctypes.c_int32),
-        ("stop", ctypes.c_int32),
     ]
 
 
@@ -159,26 +158,26 @@ class LlamaCppModel(VocabularyOf):
         from .. import _cext
         from .head import Q8Head
 
+        try:  # ggml's tensor accessors, for the C callback; a llama-cpp-python without them keeps its head
+            from llama_cpp import _ggml
+
+            accessors = [ctypes.cast(getattr(_ggml.libggml, name), ctypes.c_void_p).value
+                         for name in ("ggml_get_name", "ggml_get_data", "ggml_nbytes")]
+            callback_type = self._lib.ggml_backend_sched_eval_callback
+        except (ImportError, AttributeError, OSError):
+            return
         head = Q8Head.from_gguf(model.path, self._threads)
         if head is None or head.n_embd != int(self._lib.llama_model_n_embd(self._model)):
             return
         self._head = head
         _release_file_pages(model.path, head.source_offset, head.source_bytes)
-        ggml = self._lib._ggml.libggml if hasattr(self._lib, "_ggml") else None
-        if ggml is None:
-            from llama_cpp import _ggml
-
-            ggml = _ggml.libggml
         self._hidden = np.zeros((self.n_batch, head.n_embd), dtype=np.float32)
         capture = _Capture()
-        capture.get_name = ctypes.cast(ggml.ggml_get_name, ctypes.c_void_p).value
-        capture.get_data = ctypes.cast(ggml.ggml_get_data, ctypes.c_void_p).value
-        capture.nbytes = ctypes.cast(ggml.ggml_nbytes, ctypes.c_void_p).value
+        capture.get_name, capture.get_data, capture.nbytes = accessors
         capture.buf = self._hidden.ctypes.data
         capture.cap = self._hidden.nbytes
-        capture.stop = 1
         self._capture = capture
-        self._callback = self._lib.ggml_backend_sched_eval_callback(_cext.capture_callback_address())
+        self._callback = callback_type(_cext.capture_callback_address())
 
     def configure(self, n_ctx: int, n_lanes: int) -> None:
         """Give the model a context of n_lanes lanes with n_ctx positions each (empty).
