@@ -750,23 +750,35 @@ def test_memory_follows_the_segment_not_the_input(tmp_path):
         assert peaks[64][i] - peaks[4][i] < 16, (what, peaks)
 
 
-def test_stdout_gets_checked_segments_and_a_late_failure_says_so(nczip, tmp_path, monkeypatch, model_args):
-    """-c writes each segment once it has decoded and passed its own checks (as gzip and zstd
-    stream): when only the final SHA-256 fails, exit 1 and say how much already went out."""
+def _four_segment_archive(nczip, tmp_path, monkeypatch, model_args) -> bytes:
+    """a.bin (random then zeros: four segments, no model needed) and a.bin.ncz, in tmp_path,
+    which becomes the working directory; returns a.bin's bytes."""
     monkeypatch.chdir(tmp_path)
-    data = os.urandom(1 << 20) + b"\x00" * (3 << 20)  # four segments
+    data = os.urandom(1 << 20) + b"\x00" * (3 << 20)
     Path("a.bin").write_bytes(data)
     assert nczip(*model_args, "-k", "a.bin").rc == 0
-    assert nczip(*model_args, "-dc", "a.bin.ncz").out == data
+    return data
+
+
+def _flip_a_bit_of_the_last_segment(monkeypatch) -> None:
+    """Decoding gives the last segment with one bit off: only the final SHA-256 sees it."""
     real = Compressor.decode_segment
 
     def last_one_wrong(self, header, params, index, count, *rest, **kw):
         part = real(self, header, params, index, count, *rest, **kw)
         if index == count - 1:
-            part = bytes([part[0] ^ 1]) + part[1:]  # one bit off: only the final SHA-256 sees it
+            part = bytes([part[0] ^ 1]) + part[1:]
         return part
 
     monkeypatch.setattr(Compressor, "decode_segment", last_one_wrong)
+
+
+def test_stdout_gets_checked_segments_and_a_late_failure_says_so(nczip, tmp_path, monkeypatch, model_args):
+    """-c writes each segment once it has decoded and passed its own checks (as gzip and zstd
+    stream): when only the final SHA-256 fails, exit 1 and say how much already went out."""
+    data = _four_segment_archive(nczip, tmp_path, monkeypatch, model_args)
+    assert nczip(*model_args, "-dc", "a.bin.ncz").out == data
+    _flip_a_bit_of_the_last_segment(monkeypatch)
     r = nczip(*model_args, "-dc", "a.bin.ncz")
     assert r.rc == 1
     assert_error_line(r.err, "a.bin.ncz", "does not match", f"{len(data)} bytes already written")
@@ -776,20 +788,9 @@ def test_stdout_gets_checked_segments_and_a_late_failure_says_so(nczip, tmp_path
 def test_a_file_output_that_fails_its_check_leaves_nothing(nczip, tmp_path, monkeypatch, model_args):
     """Decoding to a file writes segments as they come, into a temporary file that is removed
     when the final size and SHA-256 check fails: no output, no temporary file."""
-    monkeypatch.chdir(tmp_path)
-    data = os.urandom(1 << 20) + b"\x00" * (3 << 20)  # four segments
-    Path("a.bin").write_bytes(data)
-    assert nczip(*model_args, "-k", "a.bin").rc == 0
+    _four_segment_archive(nczip, tmp_path, monkeypatch, model_args)
     Path("a.bin").unlink()
-    real = Compressor.decode_segment
-
-    def last_one_wrong(self, header, params, index, count, *rest, **kw):
-        part = real(self, header, params, index, count, *rest, **kw)
-        if index == count - 1:
-            part = bytes([part[0] ^ 1]) + part[1:]  # one bit off: only the final SHA-256 sees it
-        return part
-
-    monkeypatch.setattr(Compressor, "decode_segment", last_one_wrong)
+    _flip_a_bit_of_the_last_segment(monkeypatch)
     r = nczip(*model_args, "-d", "a.bin.ncz")
     assert r.rc == 1
     assert_error_line(r.err, "a.bin.ncz", "does not match")

@@ -86,9 +86,10 @@ def _release_file_pages(path, offset: int, length: int) -> None:
         if len(fields) < 6 or "w" in fields[1]:
             continue
         try:
-            if os.stat(fields[5]).st_ino != target.st_ino or os.stat(fields[5]).st_dev != target.st_dev:
-                continue
+            mapped = os.stat(fields[5])
         except OSError:
+            continue
+        if (mapped.st_ino, mapped.st_dev) != (target.st_ino, target.st_dev):
             continue
         start, end = (int(x, 16) for x in fields[0].split("-"))
         file_offset = int(fields[2], 16)
