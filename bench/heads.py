@@ -3,8 +3,8 @@
     python bench/heads.py [--limit 40000] [--threads 2] [FILE]
 
 Compresses and decompresses the first --limit bytes of FILE (default: alice29.txt from the
-corpus) in-process, once with backend id llama.cpp-fa2-h8 (our head, the default for
-Gemma-3) and once with llama.cpp-fa2 (llama.cpp's head), and checks both round trips. Run it
+corpus) in-process, once with backend id llama.cpp-fa2-h8-sw (our head, the default for
+Gemma-3) and once with llama.cpp-fa2-sw (llama.cpp's head), and checks both round trips. Run it
 on an idle machine: llama.cpp's threads spin, so a second busy process distorts the timings.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ from corpora import locate  # noqa: E402
 from nczip import container  # noqa: E402
 from nczip.api import Compressor  # noqa: E402
 
-IDS = ("llama.cpp-fa2-h8", "llama.cpp-fa2")
+IDS = ("llama.cpp-fa2-h8-sw", "llama.cpp-fa2-sw")
 
 
 def main() -> int:

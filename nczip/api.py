@@ -399,9 +399,9 @@ class ArchiveBuilder:
         return archive
 
 
-# = models.llama_cpp.BACKEND_ID and LEGACY_BACKEND_ID, without importing llama.cpp
-_LLAMA_BACKEND_ID = "llama.cpp-fa2"
-_LLAMA_BACKEND_IDS = ("llama.cpp-fa2-h8", _LLAMA_BACKEND_ID, "llama.cpp-fa")
+# = models.llama_cpp.BACKEND_ID and BACKEND_IDS, without importing llama.cpp
+_LLAMA_BACKEND_ID = "llama.cpp-fa2-sw"
+_LLAMA_BACKEND_IDS = ("llama.cpp-fa2-h8-sw", _LLAMA_BACKEND_ID, "llama.cpp-fa2-h8", "llama.cpp-fa2", "llama.cpp-fa")
 
 
 def _backend_of(backend_id: str) -> str | None:

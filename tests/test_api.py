@@ -131,9 +131,10 @@ def test_decompressing_garbage_raises_only_nczip_errors(tiny_compressor, data):
 
 
 def test_the_llama_backend_id_is_known_without_importing_llama_cpp():
-    from nczip.models.llama_cpp import BACKEND_ID
+    from nczip.models.llama_cpp import BACKEND_ID, BACKEND_IDS
 
     assert api._LLAMA_BACKEND_ID == BACKEND_ID
+    assert api._LLAMA_BACKEND_IDS == BACKEND_IDS
     assert api._backend_of(BACKEND_ID) == "llama"
     assert api._backend_of("torch-cpu-f32-t4") == "torch" and api._backend_of("torch-cuda-f32") == "torch"
     assert api._backend_of("llama.cpp") is None and api._backend_of("onnx") is None

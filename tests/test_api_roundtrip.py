@@ -165,7 +165,7 @@ def test_header_records_the_parameters(tiny_gguf):
     with Compressor(model=tiny_gguf, route="llm", threads=1, llm_only=True) as c:
         header, _ = container.read_header(c.compress(b"hello world"))
     assert not any(key.startswith("ens") for key in header.params)
-    assert header.backend == "llama.cpp-fa2"  # llama.cpp with flash attention, lone lanes padded
+    assert header.backend == "llama.cpp-fa2-sw"  # flash attention, lone lanes padded, sliding-window ring
     assert header.model_sha256 == hashlib.sha256(tiny_gguf.read_bytes()).digest()
 
 
@@ -418,7 +418,12 @@ def test_window_settings_round_trip(tiny_gguf, window, keep):
 # features, so on a CPU with other features the floats, and so the archive, may legitimately
 # differ: the test then skips, saying so; the coder and container goldens in test_cdf.py and
 # test_container.py stay CPU-independent.
-PINNED_ARCHIVE_SHA256 = "35cd4084a868097e3b67e90ef961ed6a8d9e7ead94284744742e56d85623d537"  # backend id llama.cpp-fa2
+# backend id: SHA-256 of the archive it writes (the current default, and the one before it, which
+# must keep coding the same bits for its archives to decode)
+PINNED_ARCHIVE_SHA256 = {
+    "llama.cpp-fa2-sw": "ca7f71ae038d1dc295a768af79f91b8d5b88fef8779ccbd6f346ce68aea554be",
+    "llama.cpp-fa2": "35cd4084a868097e3b67e90ef961ed6a8d9e7ead94284744742e56d85623d537",
+}
 PINNED_CPU_FLAGS_SHA256 = "6a93d771884cba54d837828ce732aaad0bec1243d7fa6d288a3359b8166e7e4a"  # the dev machine of 2026-11-29, 2 cores
 
 
@@ -431,14 +436,17 @@ def _cpu_flags_digest() -> str:
     return hashlib.sha256(" ".join(sorted(flags)).encode()).hexdigest()
 
 
-def test_pinned_archive_of_a_fixed_input(tiny_gguf):
+@pytest.mark.parametrize("backend_id", sorted(PINNED_ARCHIVE_SHA256))
+def test_pinned_archive_of_a_fixed_input(tiny_gguf, backend_id):
     if _cpu_flags_digest() != PINNED_CPU_FLAGS_SHA256:
         pytest.skip("this CPU's features differ from the pinning machine's: llama.cpp may compute other floats")
     data = CASES["ascii"] * 3 + CASES["multilingual_utf8"]
     with Compressor(model=tiny_gguf, route="llm", threads=1, window=32, lanes=3, lane_tokens=16, primer=8, llm_only=True) as c:
+        c._loaded_model(32).default_backend_id = backend_id  # the id new archives record
         archive = c.compress(data)
         assert c.decompress(archive) == data
-    assert hashlib.sha256(archive).hexdigest() == PINNED_ARCHIVE_SHA256
+    assert container.read_header(archive)[0].backend == backend_id
+    assert hashlib.sha256(archive).hexdigest() == PINNED_ARCHIVE_SHA256[backend_id]
 
 
 def test_legacy_llama_archives_decode_as_they_were_coded(tiny_gguf):
@@ -451,4 +459,4 @@ def test_legacy_llama_archives_decode_as_they_were_coded(tiny_gguf):
         assert c.decompress(old) == data
         assert c._model.identity.backend == "llama.cpp-fa"
         again = container.read_header(c.compress(data))[0]  # compressing goes back to the current id
-        assert again.backend == "llama.cpp-fa2"
+        assert again.backend == "llama.cpp-fa2-sw"

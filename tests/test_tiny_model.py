@@ -361,3 +361,28 @@ def test_rows_of_scattered_lanes_do_not_depend_on_thread_count(tiny_gguf):
     current = [_scattered_rows_logits(tiny_gguf, n, BACKEND_ID) for n in (1, 2)]
     assert np.isfinite(current[0]).all()
     assert np.array_equal(*current)
+
+
+def test_every_llama_backend_id_decodes_as_it_was_coded(tiny_gguf_q8):
+    """Every id nczip ever wrote names an arithmetic (models/llama_cpp.ARITHMETIC), and its
+    archives decode in a Compressor told nothing. One lane runs past the tiny model's
+    sliding-window ring (32 + 512 cells, padded to 768) so that the ring wraps: "-sw" and full
+    caches then sum attention in other orders, and their payloads differ."""
+    from nczip import container
+    from nczip.api import Compressor
+    from nczip.models.llama_cpp import BACKEND_IDS
+
+    data = (ENGLISH.encode() * 40)[:3000]
+    payloads = {}
+    for backend_id in BACKEND_IDS:
+        with Compressor(model=str(tiny_gguf_q8), route="llm", threads=2, lanes=1, window=2048, llm_only=True) as c:
+            c._loaded_model(2048).default_backend_id = backend_id  # what nczip wrote when this id was the default
+            archive = c.compress(data)
+            assert c._model.n_ctx >= 1000 and c.last_stats.tokens > 1000
+        parsed = container.read_archive(archive)
+        assert parsed.header.backend == backend_id
+        payloads[backend_id] = parsed.segments[0].payload
+        with Compressor(model=str(tiny_gguf_q8), threads=1) as fresh:
+            assert fresh.decompress(archive) == data, backend_id
+    assert payloads["llama.cpp-fa2-sw"] != payloads["llama.cpp-fa2"]
+    assert payloads["llama.cpp-fa2-h8-sw"] != payloads["llama.cpp-fa2-h8"]

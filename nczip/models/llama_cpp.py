@@ -11,6 +11,7 @@ import contextlib
 import ctypes
 import logging
 import os
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -19,17 +20,42 @@ from ..errors import NczipError
 from .llm import ModelIdentity, VocabularyOf
 from .registry import ModelFile
 
-# The backend and its arithmetic: "-fa" is flash attention, whose floats differ from the plain
-# attention path, so archives of one do not decode with the other. "-fa2" pads lone lanes in
-# batches of non-consecutive lanes (_decode); "llama.cpp-fa" archives are still decoded as coded.
-BACKEND_ID = "llama.cpp-fa2"
+# The backend and its arithmetic. An archive records the id it was coded with, and decoding
+# computes exactly as that id says; the floats of one id differ from another's, so every id
+# that was ever written stays here.
+# - "-fa": flash attention, whose floats differ from the plain attention path.
+# - "-fa2": a lone lane in a batch of non-consecutive lanes gets a padding row (_decode);
+#   "llama.cpp-fa" padded single-token calls only.
+# - "-h8": llama.cpp stops at the final hidden states and nczip's own integer head
+#   (models/head.py) computes the logits; its copy of the output matrix is then never paged in
+#   beside ours. Only where the output matrix is Q8_0 (Gemma-3-270M's is) in an architecture
+#   with a plain head (models/head.py).
+# - "-sw": sliding-window layers keep only their window's cells (llama.cpp's swa_full off),
+#   a ring, instead of a full context's. Gemma-3 has 5 sliding layers in 6: 16 lanes of 4,096
+#   positions hold ~0.45 GB of KV instead of ~1.26 GB. Cells wrap in the ring, so attention
+#   sums them in another order than a full cache: other floats, so another id.
+HEAD_BACKEND_ID = "llama.cpp-fa2-h8-sw"
+BACKEND_ID = "llama.cpp-fa2-sw"
 LEGACY_BACKEND_ID = "llama.cpp-fa"
-# "-fa2-h8": the same calls as "-fa2", but llama.cpp stops at the final hidden states and
-# nczip's own integer head (models/head.py) computes the logits. The default where the model's
-# output matrix is Q8_0 (Gemma-3-270M's is) in an architecture with a plain head (models/head.py).
-# llama.cpp's head never runs then, so its copy of the matrix is not paged in beside ours.
-HEAD_BACKEND_ID = "llama.cpp-fa2-h8"
-BACKEND_IDS = (HEAD_BACKEND_ID, BACKEND_ID, LEGACY_BACKEND_ID)
+
+
+@dataclass(frozen=True)
+class Arithmetic:
+    """What a backend id fixes about the computation."""
+
+    pad_scattered_lanes: bool
+    own_head: bool
+    swa_full: bool
+
+
+ARITHMETIC = {
+    HEAD_BACKEND_ID: Arithmetic(pad_scattered_lanes=True, own_head=True, swa_full=False),
+    BACKEND_ID: Arithmetic(pad_scattered_lanes=True, own_head=False, swa_full=False),
+    "llama.cpp-fa2-h8": Arithmetic(pad_scattered_lanes=True, own_head=True, swa_full=True),
+    "llama.cpp-fa2": Arithmetic(pad_scattered_lanes=True, own_head=False, swa_full=True),
+    LEGACY_BACKEND_ID: Arithmetic(pad_scattered_lanes=False, own_head=False, swa_full=True),
+}
+BACKEND_IDS = tuple(ARITHMETIC)
 # Prefill chunk sizes are part of the archive's parameters: they shape llama.cpp's computation.
 DEFAULT_N_BATCH = 512
 # llama.cpp's LLAMA_MAX_SEQ: sequences one context can hold.
@@ -132,6 +158,7 @@ class LlamaCppModel(VocabularyOf):
         self.identity = ModelIdentity(BACKEND_ID, model.name, model.sha256)
         self._pad_lone_lanes = True
         self._own_head = False
+        self._swa_full = ARITHMETIC[BACKEND_ID].swa_full
         self._model = self._ctx = self._batch = None
         self._threads = threads
         self.n_batch = n_batch
@@ -202,9 +229,10 @@ class LlamaCppModel(VocabularyOf):
         params.n_batch = params.n_ubatch = self.n_batch
         params.n_seq_max = n_lanes
         params.n_threads = params.n_threads_batch = self._threads
-        # Gemma-3's sliding-window layers otherwise evict cache cells that a batched decode past
-        # 512 tokens still needs ("failed to find a memory slot").
-        params.swa_full = True
+        # Sliding-window layers keep a ring of their window + one batch of cells per lane, or
+        # (archives of ids before "-sw") a full context's. A prefill chunk of n_batch tokens
+        # then finds its cells among those that left every lane's window.
+        params.swa_full = self._swa_full
         params.kv_unified = False
         # Flash attention: 140 tok/s instead of 98 for 16 lanes at 2,000 tokens of context
         # (bench: /work/probe/lockstep.py). Its CPU kernel gives every (query row, head) to one
@@ -244,21 +272,26 @@ class LlamaCppModel(VocabularyOf):
         self._lib.llama_memory_seq_cp(self._memory, source, target, -1, -1)
 
     def use_backend_id(self, backend_id: str) -> None:
-        """Compute as archives with this id were coded: HEAD_BACKEND_ID (our head), BACKEND_ID
-        (llama.cpp's head), or LEGACY_BACKEND_ID (which padded single-token calls only; see
-        _decode)."""
-        if backend_id not in BACKEND_IDS:
+        """Compute as archives with this id were coded (see ARITHMETIC). A change of the cache
+        layout builds a new, empty context of the current shape."""
+        arithmetic = ARITHMETIC.get(backend_id)
+        if arithmetic is None:
             raise ValueError(f"not a llama.cpp backend id: {backend_id!r}")
-        if backend_id == HEAD_BACKEND_ID and self._head is None:
+        if arithmetic.own_head and self._head is None:
             raise NczipError(
                 f"the archive was coded with nczip's own Q8_0 output head ({backend_id}), which model "
                 f"{self.identity.name} does not allow (its output matrix is not Q8_0, or its architecture is not one "
                 "whose logits nczip computes itself)"
             )
-        self._pad_lone_lanes = backend_id != LEGACY_BACKEND_ID
-        self._own_head = backend_id == HEAD_BACKEND_ID
+        self._pad_lone_lanes = arithmetic.pad_scattered_lanes
+        self._own_head = arithmetic.own_head
         if self._capture is not None:
             self._capture.enabled = int(self._own_head)
+        if arithmetic.swa_full != self._swa_full:
+            self._swa_full = arithmetic.swa_full
+            shape, self._shape = self._shape, None
+            if shape is not None:
+                self.configure(*shape)
         self.identity = ModelIdentity(backend_id, self.identity.name, self.identity.sha256)
 
     def _decode(self, where: str) -> None:
