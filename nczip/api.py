@@ -14,7 +14,7 @@ from .container import Archive, Header, Method, Segment
 from .ensemble import HEADER_PREFIX as ENSEMBLE_PREFIX, PRESET_KEY, EnsembleParams
 from .errors import ChecksumError, FormatError, ModelMismatchError, NczipError
 from .models.registry import DEFAULT_MODEL_PACKAGE, ModelFile, resolve_model
-from .params import CodecParams, CodingStats
+from .params import SLIDE_RESTART, SLIDE_SHIFT, SLIDES, CodecParams, CodingStats
 
 if TYPE_CHECKING:  # the codec and the model bring numpy and llama.cpp: imported where used
     from .models.llm import LanguageModel
@@ -25,12 +25,16 @@ Progress = Callable[[int, int], None]
 # Header parameter keys this version writes and understands; any other set is refused, because
 # an unknown parameter may change the bits in a way this decoder cannot repeat.
 _PARAM_KEYS = frozenset({"cdf_bits", "check_every", "keep", "lane_tokens", "lanes", "n_batch", "n_vocab", "primer", "window"})
+# Written only when not SLIDE_RESTART: archives from before it existed restarted their windows.
+_SLIDE_KEY = "slide"
 # The default coding settings go into the header as one number, `codec` = 1 (14 bytes where the
 # eight keys take ~130: a tenth of a 10 KB text's archive). Presets never change once released.
 CODEC_PRESET_KEY = "codec"
 CODEC_PRESETS = {
     1: {"cdf_bits": 31, "check_every": 4096, "keep": 2048, "lane_tokens": 2048, "lanes": 16, "n_batch": 512,
         "primer": 512, "window": 4096},
+    2: {"cdf_bits": 31, "check_every": 4096, "keep": 3072, "lane_tokens": 2048, "lanes": 16, "n_batch": 512,
+        "primer": 512, "window": 4096, _SLIDE_KEY: SLIDE_SHIFT},
 }
 DEFAULT_MODEL_NAME = "gemma-3-270m-q4_k_m.gguf"
 ROUTES = ("auto", "llm")
@@ -67,7 +71,10 @@ class Compressor:
     ``route`` ("auto": text to the LLM, binary to zstd or lzma, never worse than those; "llm":
     every byte to the LLM, for measurements and tests), ``backend`` ("llama": llama.cpp, the
     default for compressing; "torch": PyTorch and transformers; None when decompressing: the
-    archive's own) and ``device`` (the torch backend's: "cpu" or "cuda"; None: cuda if present).
+    archive's own), ``device`` (the torch backend's: "cpu" or "cuda"; None: cuda if present) and
+    ``slide`` (how a full window moves on: "shift" drops its oldest tokens from the cache, the
+    default with llama.cpp; "restart" evaluates BOS + the last ``keep`` tokens again, the only
+    way the torch backend has; ``keep`` defaults to 3/4 of the window when shifting, 1/2 else).
     Invalid values raise ValueError naming the valid range.
 
     >>> from nczip import Compressor
@@ -93,10 +100,20 @@ class Compressor:
         route: str = "auto",
         backend: str | None = None,
         device: str | None = None,
+        slide: str | None = None,
     ):
+        if slide is None:  # the torch backend's cache cannot shift (TorchModel.shift_lane)
+            slide = "restart" if backend == "torch" else "shift"
+        if slide not in SLIDES:
+            raise ValueError(f"slide must be one of {', '.join(SLIDES)}, got {slide!r}")
+        if slide == "shift" and backend == "torch":
+            raise ValueError("the torch backend cannot shift its cache: use slide='restart'")
+        if keep is None:
+            keep = window * 3 // 4 if slide == "shift" else window // 2
         self.params = CodecParams(
             window=window,
-            keep=window // 2 if keep is None else keep,
+            keep=keep,
+            slide=SLIDES[slide],
             cdf_bits=cdf_bits,
             check_every=check_every,
             lanes=lanes,
@@ -250,6 +267,8 @@ class Compressor:
             "primer": self.params.primer,
             "window": self.params.window,
         }
+        if self.params.slide != SLIDE_RESTART:
+            codec[_SLIDE_KEY] = self.params.slide
         preset = next((number for number, values in CODEC_PRESETS.items() if values == codec), None)
         return Header(
             backend=self._model.identity.backend if self._model is not None else _LLAMA_BACKEND_ID,
@@ -444,6 +463,7 @@ def check_header(header: Header) -> CodecParams:
         if overlap:
             raise FormatError(f"archive names codec preset {number} and also {', '.join(overlap)}")
         params.update(CODEC_PRESETS[number])
+    slide = params.pop(_SLIDE_KEY, SLIDE_RESTART)
     keys = set(params)
     uses_ensemble = PRESET_KEY in keys or any(k.startswith(ENSEMBLE_PREFIX) for k in keys)
     if PRESET_KEY in keys:
@@ -471,6 +491,7 @@ def check_header(header: Header) -> CodecParams:
         return CodecParams(
             window=params["window"],
             keep=params["keep"],
+            slide=slide,
             cdf_bits=params["cdf_bits"],
             check_every=params["check_every"],
             lanes=params["lanes"],

@@ -81,6 +81,10 @@ DEVICE_OPTION = click.option(
 )
 THREADS_OPTION = click.option("--threads", type=click.IntRange(1, 256), help="CPU threads (default: physical cores).")
 WINDOW_HELP = "Context window in tokens."
+SLIDE_HELP = (
+    "How a full context window moves on: shift (the default with llama.cpp) drops its oldest 1/4 from the "
+    "cache; restart (the torch backend's only way) evaluates its last half again."
+)
 LANES_HELP = "Most lanes coded side by side: more is faster on long inputs, 1 compresses best."
 LLM_ONLY_HELP = "Predict with the language model alone, without the n-gram, match and bias models beside it."
 ROUTE_HELP = ("auto: text to the model, binary to zstd or lzma, never larger than those; "
@@ -118,13 +122,18 @@ def cli():
 @click.option("--lanes", type=click.IntRange(1, 256), default=CodecParams.lanes, show_default=True, help=LANES_HELP)
 @click.option("--llm-only", is_flag=True, help=LLM_ONLY_HELP)
 @click.option("--route", type=click.Choice(["auto", "llm"]), default="auto", show_default=True, help=ROUTE_HELP)
+@click.option("--slide", type=click.Choice(["shift", "restart"]), default=None, help=SLIDE_HELP)
 @click.option("--verify/--no-verify", default=None, help="Decode the archive before deleting the input (default: on when the input is deleted).")
 def compress(files, to_stdout, output, keep, force, quiet, verbose, model_path, backend, device, threads, window, lanes,
-             llm_only, route, verify):
+             llm_only, route, slide, verify):
     """Compress FILES (or standard input) to FILE.ncz."""
     run = Run(quiet, verbose, force)
-    with Compressor(model=model_path, backend=backend, device=device, threads=threads, window=window, lanes=lanes,
-                    llm_only=llm_only, route=route) as compressor:
+    try:
+        compressor = Compressor(model=model_path, backend=backend, device=device, threads=threads, window=window,
+                                lanes=lanes, llm_only=llm_only, route=route, slide=slide)
+    except ValueError as exc:  # options that do not go together
+        raise click.UsageError(str(exc)) from None
+    with compressor:
         for source, target in plan_outputs(files, to_stdout, output, decompressing=False):
             run.guard(source, lambda: compress_one(run, compressor, source, target, keep, verify))
     run.exit()

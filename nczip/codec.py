@@ -20,7 +20,7 @@ from . import _cext
 from .ensemble import new_ensemble
 from .errors import CorruptSegmentError, DriftError
 from .models.llm import LanguageModel, LockstepLanes
-from .params import MAX_LANES, CodecParams, CodingStats  # noqa: F401 (re-exported)
+from .params import MAX_LANES, SLIDE_SHIFT, CodecParams, CodingStats  # noqa: F401 (re-exported)
 
 # Progress callbacks receive the token ids coded since the last call.
 Progress = Callable[[Sequence[int]], None]
@@ -110,7 +110,7 @@ def _walk(model: LanguageModel, count: int, params: CodecParams, code: StepCoder
     bounds = lane_bounds(count, primer, lanes)
     lengths = [bounds[i + 1] - bounds[i] for i in range(lanes)]
     model.configure(params.window, lanes)
-    context = LockstepLanes(model, params.window, params.keep, lanes)
+    context = LockstepLanes(model, params.window, params.keep, lanes, shift=params.slide == SLIDE_SHIFT)
     if primer:
         logits = context.start(1)
         for i in range(primer):

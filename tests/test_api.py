@@ -138,3 +138,39 @@ def test_the_llama_backend_id_is_known_without_importing_llama_cpp():
     assert api._backend_of(BACKEND_ID) == "llama"
     assert api._backend_of("torch-cpu-f32-t4") == "torch" and api._backend_of("torch-cuda-f32") == "torch"
     assert api._backend_of("llama.cpp") is None and api._backend_of("onnx") is None
+
+
+def test_slide_follows_the_backend_and_is_checked():
+    from nczip.params import SLIDE_RESTART, SLIDE_SHIFT
+
+    from nczip.api import Compressor
+
+    shifting = Compressor()
+    assert (shifting.params.slide, shifting.params.keep) == (SLIDE_SHIFT, 3072)
+    restarting = Compressor(backend="torch")  # its cache cannot shift
+    assert (restarting.params.slide, restarting.params.keep) == (SLIDE_RESTART, 2048)
+    assert Compressor(slide="restart", window=1000).params.keep == 500
+    with pytest.raises(ValueError, match="torch backend cannot shift"):
+        Compressor(backend="torch", slide="shift")
+    with pytest.raises(ValueError, match="slide must be one of"):
+        Compressor(slide="roll")
+
+
+def test_archives_name_how_their_windows_slide(tiny_gguf):
+    """An archive without the slide key restarted its windows (nczip wrote none before), one
+    with it shifts them; a value this nczip does not know is refused before decoding."""
+    import dataclasses
+
+    from nczip import container
+    from nczip.api import check_header
+    from nczip.api import Compressor
+    from nczip.params import SLIDE_RESTART, SLIDE_SHIFT
+
+    with Compressor(model=tiny_gguf, route="llm", threads=1, window=64) as c:
+        header = container.read_header(c.compress(b"slide " * 40))[0]
+    assert header.params["slide"] == SLIDE_SHIFT and check_header(header).slide == SLIDE_SHIFT
+    without = dataclasses.replace(header, params={k: v for k, v in header.params.items() if k != "slide"})
+    assert check_header(without).slide == SLIDE_RESTART
+    unknown = dataclasses.replace(header, params={**header.params, "slide": 7})
+    with pytest.raises(nczip.FormatError, match="slide must be"):
+        check_header(unknown)

@@ -16,6 +16,7 @@ from nczip import api, container
 from nczip.api import check_header
 from nczip.api import Compressor
 from nczip.codec import CodecParams, decode_tokens, encode_tokens
+from nczip.params import SLIDE_RESTART, SLIDE_SHIFT
 from nczip.ensemble import EnsembleParams
 from nczip.errors import ChecksumError, CorruptSegmentError, FormatError, ModelMismatchError, NczipError
 from nczip.models.llm import LockstepLanes
@@ -160,6 +161,7 @@ def test_header_records_the_parameters(tiny_gguf):
         "n_vocab": 559,
         "primer": 512,
         "window": 40,
+        "slide": 1,  # the window shifts (absent: restarts, as in archives from before)
         "ensemble": 2,  # the default preset
     }
     with Compressor(model=tiny_gguf, route="llm", threads=1, llm_only=True) as c:
@@ -174,10 +176,10 @@ def test_default_settings_are_one_preset_number(tiny_gguf):
     with Compressor(model=tiny_gguf, route="llm", threads=1) as c:
         archive = c.compress(data)
         header, _ = container.read_header(archive)
-        assert dict(header.params) == {"codec": 1, "n_vocab": 559, "ensemble": 2}
+        assert dict(header.params) == {"codec": 2, "n_vocab": 559, "ensemble": 2}
         assert c.decompress(archive) == data
     # The same settings spelled out mean the same coding, and cost ~130 bytes more.
-    spelled = dataclasses.replace(header, params={**api.CODEC_PRESETS[1], "n_vocab": 559, "ensemble": 2})
+    spelled = dataclasses.replace(header, params={**api.CODEC_PRESETS[2], "n_vocab": 559, "ensemble": 2})
     assert check_header(spelled) == check_header(header)
     assert len(container.write_archive(container.Archive(spelled, container.read_archive(archive).segments))) - len(archive) >= 100
 
@@ -208,7 +210,7 @@ def test_ensemble_preset_1_archives_still_decode(tiny_gguf):
 @pytest.mark.parametrize(
     "params, error, message",
     [
-        ({"codec": 2, "n_vocab": 559}, ModelMismatchError, "codec preset 2; this nczip knows \\[1\\]"),
+        ({"codec": 3, "n_vocab": 559}, ModelMismatchError, "codec preset 3; this nczip knows \\[1, 2\\]"),
         ({"codec": 1, "window": 64, "n_vocab": 559}, FormatError, "codec preset 1 and also window"),
     ],
 )
@@ -317,6 +319,10 @@ class RecordingModel:
         self.calls.append(("copy_lane", source, target))
         self.model.copy_lane(source, target)
 
+    def shift_lane(self, lane, start, end):
+        self.calls.append(("shift_lane", lane, start, end))
+        self.model.shift_lane(lane, start, end)
+
     def evaluate(self, tokens, start, lane=0):
         self.calls.append(("evaluate", tuple(tokens), start, lane))
         return self.model.evaluate(tokens, start, lane)
@@ -326,16 +332,19 @@ class RecordingModel:
         return self.model.evaluate_rows(tokens, positions, lanes)
 
 
+@pytest.mark.parametrize("slide", [SLIDE_RESTART, SLIDE_SHIFT])
 @pytest.mark.parametrize("lanes", [1, 3])
-def test_encoder_and_decoder_make_identical_model_calls(tiny_model, lanes):
+def test_encoder_and_decoder_make_identical_model_calls(tiny_model, lanes, slide):
     ids = [tiny_model.byte_token(b) for b in b"abcdefghijklmnopqrstuvwxyz" * 3]
-    params = CodecParams(window=20, keep=7, lanes=lanes, lane_tokens=10, primer=0)
+    params = CodecParams(window=20, keep=7, lanes=lanes, lane_tokens=10, primer=0, slide=slide)
     enc, dec = RecordingModel(tiny_model), RecordingModel(tiny_model)
     payload = encode_tokens(enc, ids, params)
     assert decode_tokens(dec, payload, len(ids), params) == ids
     assert enc.calls == dec.calls
     assert ("configure", 20, lanes) in enc.calls
-    assert sum(1 for c in enc.calls if c[0] == "clear_lane") >= 3  # every lane slid
+    slid = "shift_lane" if slide == SLIDE_SHIFT else "clear_lane"
+    assert len({c[1] for c in enc.calls if c[0] == slid}) == lanes  # every lane slid
+    assert not any(c[0] == {"shift_lane": "clear_lane", "clear_lane": "shift_lane"}[slid] for c in enc.calls)
     if lanes > 1:  # lockstep: one call carries a row of every lane
         assert ("rows", tuple(ids[i * 26] for i in range(3)), (1, 1, 1), (0, 1, 2)) in enc.calls
 
@@ -378,11 +387,50 @@ def test_lanes_keep_bos_and_the_last_tokens(tiny_model):
     assert evaluations[10] == ("rows", (16, 116), (4, 4), (0, 1))
 
 
+def test_shifting_lanes_keep_bos_and_the_last_tokens(tiny_model):
+    rec = RecordingModel(tiny_model)
+    rec.configure(6, 2)
+    lanes = LockstepLanes(rec, window=6, keep=3, n_lanes=2, shift=True)
+    lanes.start()
+    for t in range(10, 20):
+        lanes.advance([0, 1], [t, t + 100])
+    evaluations = [c for c in rec.calls if c[0] in ("rows", "evaluate", "clear_lane", "shift_lane")]
+    # Positions 0..5 hold BOS and tokens 10..14; to code on, each lane drops positions 1..3
+    # (tokens 10..12) and its tokens 13, 14 move to positions 1, 2: the token just coded (15)
+    # is then the lane's row at position 3, in the same call as the other lane's, no prefill.
+    assert evaluations[1:6] == [("rows", (t, t + 100), (p, p), (0, 1)) for p, t in zip(range(1, 6), range(10, 15))]
+    assert evaluations[6:9] == [("shift_lane", 0, 1, 4), ("shift_lane", 1, 1, 4), ("rows", (15, 115), (3, 3), (0, 1))]
+    assert evaluations[9:11] == [("rows", (16, 116), (4, 4), (0, 1)), ("rows", (17, 117), (5, 5), (0, 1))]
+    assert evaluations[11:14] == [("shift_lane", 0, 1, 4), ("shift_lane", 1, 1, 4), ("rows", (18, 118), (3, 3), (0, 1))]
+
+
+def test_a_shifted_lane_holds_bos_and_its_last_tokens_at_the_new_positions(tiny_gguf):
+    """After llama.cpp's shift, the lane's cache holds positions 0..keep-1 only, and a call at
+    position keep is accepted (llama.cpp refuses positions that do not follow on)."""
+    from nczip.models.llama_cpp import LlamaCppModel
+    from nczip.models.registry import resolve_model
+
+    model = LlamaCppModel(resolve_model(str(tiny_gguf)), n_ctx=64, threads=1)
+    try:
+        model.configure(16, 1)
+        lanes = LockstepLanes(model, window=16, keep=5, shift=True)
+        lanes.start()
+        for t in range(40, 55):  # BOS + 15 tokens fill the window
+            lanes.advance([0], [t])
+        lib = model._lib
+        assert (lib.llama_memory_seq_pos_min(model._memory, 0), lib.llama_memory_seq_pos_max(model._memory, 0)) == (0, 15)
+        (logits,) = lanes.advance([0], [55])
+        assert (lib.llama_memory_seq_pos_min(model._memory, 0), lib.llama_memory_seq_pos_max(model._memory, 0)) == (0, 5)
+        assert np.isfinite(logits).all()
+    finally:
+        model.close()
+
+
 def test_logits_after_a_slide_match_a_fresh_context(tiny_model):
     """The slide's prefill must give the same floats as evaluating those tokens from scratch,
     although the lane's old cells held other data."""
     tiny_model.configure(8, 1)
-    lanes = LockstepLanes(tiny_model, window=8, keep=3)
+    lanes = LockstepLanes(tiny_model, window=8, keep=3)  # restarting, not shifting
     lanes.start()
     for t in range(20, 28):  # BOS + 7 tokens fill the window; the 8th token slides it
         (logits,) = lanes.advance([0], [t])
@@ -418,11 +466,12 @@ def test_window_settings_round_trip(tiny_gguf, window, keep):
 # features, so on a CPU with other features the floats, and so the archive, may legitimately
 # differ: the test then skips, saying so; the coder and container goldens in test_cdf.py and
 # test_container.py stay CPU-independent.
-# backend id: SHA-256 of the archive it writes (the current default, and the one before it, which
-# must keep coding the same bits for its archives to decode)
+# (backend id, slide): SHA-256 of the archive they write. The current default, and earlier ones
+# whose archives must keep decoding, so they must keep coding the same bits.
 PINNED_ARCHIVE_SHA256 = {
-    "llama.cpp-fa2-sw": "ca7f71ae038d1dc295a768af79f91b8d5b88fef8779ccbd6f346ce68aea554be",
-    "llama.cpp-fa2": "35cd4084a868097e3b67e90ef961ed6a8d9e7ead94284744742e56d85623d537",
+    ("llama.cpp-fa2-sw", "shift"): "148408ab23dac298f6c13583f3016ccd6f5d580796570db9de942bb8433eccc6",
+    ("llama.cpp-fa2-sw", "restart"): "ca7f71ae038d1dc295a768af79f91b8d5b88fef8779ccbd6f346ce68aea554be",
+    ("llama.cpp-fa2", "restart"): "35cd4084a868097e3b67e90ef961ed6a8d9e7ead94284744742e56d85623d537",
 }
 PINNED_CPU_FLAGS_SHA256 = "6a93d771884cba54d837828ce732aaad0bec1243d7fa6d288a3359b8166e7e4a"  # the dev machine of 2026-11-29, 2 cores
 
@@ -436,17 +485,18 @@ def _cpu_flags_digest() -> str:
     return hashlib.sha256(" ".join(sorted(flags)).encode()).hexdigest()
 
 
-@pytest.mark.parametrize("backend_id", sorted(PINNED_ARCHIVE_SHA256))
-def test_pinned_archive_of_a_fixed_input(tiny_gguf, backend_id):
+@pytest.mark.parametrize("backend_id, slide", sorted(PINNED_ARCHIVE_SHA256))
+def test_pinned_archive_of_a_fixed_input(tiny_gguf, backend_id, slide):
     if _cpu_flags_digest() != PINNED_CPU_FLAGS_SHA256:
         pytest.skip("this CPU's features differ from the pinning machine's: llama.cpp may compute other floats")
     data = CASES["ascii"] * 3 + CASES["multilingual_utf8"]
-    with Compressor(model=tiny_gguf, route="llm", threads=1, window=32, lanes=3, lane_tokens=16, primer=8, llm_only=True) as c:
+    settings = dict(threads=1, window=32, lanes=3, lane_tokens=16, primer=8, llm_only=True, slide=slide)
+    with Compressor(model=tiny_gguf, route="llm", **settings) as c:
         c._loaded_model(32).default_backend_id = backend_id  # the id new archives record
         archive = c.compress(data)
         assert c.decompress(archive) == data
     assert container.read_header(archive)[0].backend == backend_id
-    assert hashlib.sha256(archive).hexdigest() == PINNED_ARCHIVE_SHA256[backend_id]
+    assert hashlib.sha256(archive).hexdigest() == PINNED_ARCHIVE_SHA256[backend_id, slide]
 
 
 def test_legacy_llama_archives_decode_as_they_were_coded(tiny_gguf):

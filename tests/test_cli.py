@@ -132,8 +132,9 @@ def test_version_and_unknown_option_in_a_process():
 
 @pytest.mark.parametrize(
     "args",
-    [["-o", "x.ncz", "a", "b"], ["-c", "-o", "x.ncz", "a"], ["--threads", "0"], ["--window", "1"]],
-    ids=["o-two-inputs", "o-and-c", "bad-threads", "bad-window"],
+    [["-o", "x.ncz", "a", "b"], ["-c", "-o", "x.ncz", "a"], ["--threads", "0"], ["--window", "1"],
+     ["--backend", "torch", "--slide", "shift", "a"], ["--device", "cpu", "a"]],
+    ids=["o-two-inputs", "o-and-c", "bad-threads", "bad-window", "torch-cannot-shift", "device-without-torch"],
 )
 def test_usage_errors_exit_2(nczip, tmp_path, monkeypatch, args):
     monkeypatch.chdir(tmp_path)
@@ -572,7 +573,7 @@ def test_info_prints_header_and_segments(nczip, tmp_path, monkeypatch, archive_o
     assert Path(tiny_gguf).name in text and sha in text
     assert hashlib.sha256(TEXT).hexdigest() in text
     assert f"{len(TEXT)} bytes" in text
-    assert "segments:" in text and "LLM" in text and "codec=1" in text
+    assert "segments:" in text and "LLM" in text and "codec=2" in text
     assert text.count("archive:") == 2
     for line in text.splitlines():
         if ":" in line and not line.startswith(" "):

@@ -36,6 +36,9 @@ class PerturbedModel:
     def copy_lane(self, source, target):
         self.model.copy_lane(source, target)
 
+    def shift_lane(self, lane, start, end):
+        self.model.shift_lane(lane, start, end)
+
     def _perturb(self, logits):
         if self.calls >= self.start:
             logits[..., 7] += self.delta * np.maximum(1.0, np.abs(logits[..., 7]))

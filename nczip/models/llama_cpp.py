@@ -271,6 +271,16 @@ class LlamaCppModel(VocabularyOf):
         self.clear_lane(target)
         self._lib.llama_memory_seq_cp(self._memory, source, target, -1, -1)
 
+    def shift_lane(self, lane: int, start: int, end: int) -> None:
+        # llama.cpp re-rotates the moved keys (RoPE) in a graph of its own at the next decode.
+        if not self._lib.llama_memory_can_shift(self._memory):
+            raise NczipError(
+                f"llama.cpp cannot shift the cache of model {self.identity.name}: compress with --slide restart"
+            )
+        if not self._lib.llama_memory_seq_rm(self._memory, lane, start, end):
+            raise NczipError(f"llama.cpp could not remove positions {start}..{end - 1} of lane {lane}")
+        self._lib.llama_memory_seq_add(self._memory, lane, end, -1, start - end)
+
     def use_backend_id(self, backend_id: str) -> None:
         """Compute as archives with this id were coded (see ARITHMETIC). A change of the cache
         layout builds a new, empty context of the current shape."""

@@ -47,6 +47,10 @@ class LanguageModel(Protocol):
     def copy_lane(self, source: int, target: int) -> None:
         """Make lane `target` hold exactly what lane `source` holds (same cells, same floats)."""
 
+    def shift_lane(self, lane: int, start: int, end: int) -> None:
+        """Forget a lane's positions [start, end) and move its later positions down by
+        end - start, their cached keys re-rotated to the new positions (not recomputed)."""
+
     def evaluate(self, tokens: Sequence[int], start: int, lane: int = 0) -> np.ndarray:
         """Append tokens to a lane at positions start.. (in n_batch chunks) and return float32
         logits after the last one.
@@ -99,14 +103,16 @@ class LockstepLanes:
     """Feeds n lanes to a model in lockstep: one evaluation call per step, one row per lane.
 
     Each lane has a window of its own with BOS at position 0. When a lane's window is full, it
-    restarts as BOS + its last `keep` tokens, prefilled in n_batch chunks by a call of its own
-    (before the step's row call). Gemma loses about 3% without its BOS at the window start, so
+    goes on from BOS + its last `keep` tokens: with `shift`, the model drops the oldest tokens
+    after BOS from its cache and moves the rest down (no evaluation), and the token just coded is
+    the lane's row of the step call as usual; otherwise the lane restarts, prefilled with BOS +
+    its last `keep` tokens in n_batch chunks by a call of its own (before the step's row call). Gemma loses about 3% without its BOS at the window start, so
     it is kept. Batched rows give other floats than single rows, which is fine because the
     encoder and the decoder make exactly the same calls: lanes, order and shapes follow from the
     token counts alone.
     """
 
-    def __init__(self, model: LanguageModel, window: int, keep: int, n_lanes: int = 1):
+    def __init__(self, model: LanguageModel, window: int, keep: int, n_lanes: int = 1, shift: bool = False):
         if not 2 <= window <= model.n_ctx:
             raise ValueError(f"window must be in 2..{model.n_ctx}, got {window}")
         if not 1 <= keep <= window - 2:
@@ -117,6 +123,7 @@ class LockstepLanes:
         self.window = window
         self.keep = keep
         self.n_lanes = n_lanes
+        self.shift = shift
         self._recent: list[list[int]] = [[] for _ in range(n_lanes)]
         self._filled = [0] * n_lanes
 
@@ -148,6 +155,11 @@ class LockstepLanes:
             recent.append(token)
             if len(recent) > 2 * self.keep + 64:  # trim now and then, not every token
                 del recent[: -self.keep]
+            if self._filled[lane] == self.window and self.shift:
+                # BOS and the lane's last keep - 1 tokens stay, moved down to positions
+                # 0..keep-1; the token just coded is this step's row at position keep.
+                self.model.shift_lane(lane, 1, self.window - self.keep + 1)
+                self._filled[lane] = self.keep
             if self._filled[lane] < self.window:
                 row_index.append(i)
                 row_tokens.append(token)

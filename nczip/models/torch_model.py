@@ -256,6 +256,11 @@ class TorchModel(VocabularyOf):
         for table in self._slot_pos.values():
             table[lane].fill_(-1)
 
+    def shift_lane(self, lane: int, start: int, end: int) -> None:
+        # Would need the cached keys re-rotated per layer kind (global and local RoPE bases) and
+        # the sliding layers' ring re-slotted; Compressor never asks this backend to shift.
+        raise NczipError("the torch backend cannot shift a lane's cache (slide='shift'); use slide='restart'")
+
     def copy_lane(self, source: int, target: int) -> None:
         for keys, values in zip(self._keys, self._values):
             keys[target].copy_(keys[source])
