@@ -31,8 +31,8 @@ from .registry import ModelFile
 #   beside ours. Only where the output matrix is Q8_0 (Gemma-3-270M's is) in an architecture
 #   with a plain head (models/head.py).
 # - "-sw": sliding-window layers keep only their window's cells (llama.cpp's swa_full off),
-#   a ring, instead of a full context's. Gemma-3 has 5 sliding layers in 6: 16 lanes of 4,096
-#   positions hold ~0.45 GB of KV instead of ~1.26 GB. Cells wrap in the ring, so attention
+#   a ring, instead of a full context's. Gemma-3-270M has 15 sliding layers of 18: per lane,
+#   3 x 4,352 + 15 x 1,024 cells of 1 KB instead of 18 x 4,352 (29 MB, not 78 MB). Cells wrap in the ring, so attention
 #   sums them in another order than a full cache: other floats, so another id.
 HEAD_BACKEND_ID = "llama.cpp-fa2-h8-sw"
 BACKEND_ID = "llama.cpp-fa2-sw"
@@ -271,9 +271,23 @@ class LlamaCppModel(VocabularyOf):
         self.clear_lane(target)
         self._lib.llama_memory_seq_cp(self._memory, source, target, -1, -1)
 
+    def _can_shift(self) -> bool:
+        """llama_memory_can_shift also says no whenever the sliding-window ring is smaller than
+        the full layers' cache, because shifting an arbitrary range could bring back cells the
+        ring has dropped. nczip only ever moves everything after the removed range down by the
+        same amount, so every cell a later query can see in its window is still there; what
+        remains is that the keys' rotary encoding be one llama.cpp knows how to shift (not
+        M-RoPE, whose positions are not one number)."""
+        lib = self._lib
+        if lib.llama_memory_can_shift(self._memory):
+            return True
+        return not self._swa_full and lib.llama_model_rope_type(self._model) in (
+            lib.LLAMA_ROPE_TYPE_NORM, lib.LLAMA_ROPE_TYPE_NEOX
+        )
+
     def shift_lane(self, lane: int, start: int, end: int) -> None:
         # llama.cpp re-rotates the moved keys (RoPE) in a graph of its own at the next decode.
-        if not self._lib.llama_memory_can_shift(self._memory):
+        if not self._can_shift():
             raise NczipError(
                 f"llama.cpp cannot shift the cache of model {self.identity.name}: compress with --slide restart"
             )

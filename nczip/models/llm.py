@@ -106,8 +106,8 @@ class LockstepLanes:
     goes on from BOS + its last `keep` tokens: with `shift`, the model drops the oldest tokens
     after BOS from its cache and moves the rest down (no evaluation), and the token just coded is
     the lane's row of the step call as usual; otherwise the lane restarts, prefilled with BOS +
-    its last `keep` tokens in n_batch chunks by a call of its own (before the step's row call). Gemma loses about 3% without its BOS at the window start, so
-    it is kept. Batched rows give other floats than single rows, which is fine because the
+    its last `keep` tokens in n_batch chunks by a call of its own (before the step's row call).
+    Gemma loses about 3% without its BOS at the window start, so it is kept. Batched rows give other floats than single rows, which is fine because the
     encoder and the decoder make exactly the same calls: lanes, order and shapes follow from the
     token counts alone.
     """
