@@ -198,10 +198,18 @@ int ncz_head_q8(const int8_t *packed, const int32_t *wsum, const float *dw, size
     return NCZ_OK;
 }
 
+/* llama.cpp's log callback: see nczip.h. */
+void ncz_discard_log(int level, const char *text, void *user_data)
+{
+    (void)level;
+    (void)text;
+    (void)user_data;
+}
+
 /* llama.cpp's graph callback (ggml_backend_sched_eval_callback): copy the rows of the tensor
  * named "result_norm" (the final hidden states) and stop the graph there, so that llama.cpp's
- * own head never runs. llama.cpp still copies its (unwritten) logits buffer out afterwards. ggml's accessors come in through the capture struct, so this file needs
- * no ggml header. */
+ * own head never runs. llama.cpp still copies its (unwritten) logits buffer out afterwards.
+ * ggml's accessors come in through the capture struct, so this file needs no ggml header. */
 _Bool ncz_capture_callback(void *tensor, _Bool ask, void *user_data)
 {
     ncz_capture *c = user_data;

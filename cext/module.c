@@ -1108,6 +1108,11 @@ static PyObject *mod_capture_callback_address(PyObject *module, PyObject *Py_UNU
     return PyLong_FromVoidPtr((void *)ncz_capture_callback);
 }
 
+static PyObject *mod_discard_log_address(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    return PyLong_FromVoidPtr((void *)ncz_discard_log);
+}
+
 static PyMethodDef module_methods[] = {
     {"head_q8", (PyCFunction)(void (*)(void))mod_head_q8, METH_VARARGS | METH_KEYWORDS,
      "head_q8(packed, wsum, dw, hidden, out, n_vocab, n_embd, rows, g0, g1, portable=False)\n--\n\n"
@@ -1117,6 +1122,8 @@ static PyMethodDef module_methods[] = {
      "head_fast_kernel()\n--\n\nWhether this CPU runs head_q8's AVX-512 VNNI kernel."},
     {"capture_callback_address", (PyCFunction)mod_capture_callback_address, METH_NOARGS,
      "capture_callback_address()\n--\n\nAddress of the C ggml eval callback that captures result_norm."},
+    {"discard_log_address", (PyCFunction)mod_discard_log_address, METH_NOARGS,
+     "discard_log_address()\n--\n\nAddress of a C ggml log callback that drops every message."},
     {"quantize", (PyCFunction)(void (*)(void))mod_quantize, METH_VARARGS | METH_KEYWORDS,
      "quantize(logits, out, precision)\n--\n\n"
      "Quantize float32 logits into out (writable uint32, same length): every frequency >= 1,\n"

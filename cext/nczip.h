@@ -190,4 +190,9 @@ typedef struct {
  * there (llama.cpp's own head does not run). */
 _Bool ncz_capture_callback(void *tensor, _Bool ask, void *user_data);
 
+/* A ggml_log_callback that drops every message. llama.cpp logs from inside llama_decode (each
+ * K-shift, each graph reserve); a Python callback there would run Python code in a ctypes frame,
+ * where an exception raised by a signal handler (SIGTERM) is printed and swallowed. */
+void ncz_discard_log(int level, const char *text, void *user_data);
+
 #endif /* NCZIP_H */

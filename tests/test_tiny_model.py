@@ -407,3 +407,32 @@ def test_shifted_windows_round_trip_and_do_not_depend_on_thread_count(tiny_gguf,
         assert two.compress(data) == archive
         assert two.decompress(archive) == data
         assert one.decompress(archive) == data
+
+
+def test_llama_cpp_calls_no_python_while_coding(tiny_gguf, monkeypatch):
+    """llama.cpp logs from inside llama_decode (every K-shift). llama-cpp-python's log callback is
+    Python, and a SIGTERM handled there raised into a ctypes frame, which printed and swallowed the
+    exception: nczip ran on after `kill` (CI, test_sigterm_in_a_real_process_leaves_nothing_behind).
+    nczip points the log at a C sink: the Python callback must not run once a model is loaded."""
+    import llama_cpp
+    import llama_cpp._logger as python_logger
+
+    from nczip.api import Compressor
+
+    class CountingLevels(dict):
+        calls = 0
+
+        def __getitem__(self, level):
+            CountingLevels.calls += 1
+            return super().__getitem__(level)
+
+    # The Python callback looks its levels up in this table on every call.
+    monkeypatch.setattr(python_logger, "GGML_LOG_LEVEL_TO_LOGGING_LEVEL",
+                        CountingLevels(python_logger.GGML_LOG_LEVEL_TO_LOGGING_LEVEL))
+    # As right after `import llama_cpp`: its Python callback installed (another test may have left ours).
+    llama_cpp.llama_log_set(python_logger.llama_log_callback, ctypes.c_void_p(0))
+    data = (ENGLISH.encode() * 20)[:4_000]
+    with Compressor(model=str(tiny_gguf), threads=1, route="llm", window=64, slide="shift") as compressor:
+        archive = compressor.compress(data)  # windows of 64 tokens shift every 16
+        assert compressor.decompress(archive) == data
+    assert CountingLevels.calls == 0

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import logging
 import os
 from dataclasses import dataclass
 from typing import Sequence
@@ -65,9 +64,28 @@ MAX_LANES = 256
 def _import_llama_cpp():
     try:
         import llama_cpp
+        import llama_cpp._logger  # installs its Python log callback on import: import it before replacing it
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise NczipError(f"llama-cpp-python is not installed ({exc}): pip install llama-cpp-python") from None
+    _discard_llama_log(llama_cpp)
     return llama_cpp
+
+
+_log_sink = None
+
+
+def _discard_llama_log(lib) -> None:
+    """Point llama.cpp's log at a C function that drops it. llama-cpp-python's callback is Python,
+    and llama.cpp calls it from inside llama_decode (every K-shift logs): a SIGTERM handled in that
+    frame raised Terminated into ctypes, which printed and swallowed it, and nczip ran on (CI saw
+    it). With a C sink no Python runs inside llama.cpp. Loading chatter is dropped as before; errors
+    are nczip's own one-line messages."""
+    global _log_sink
+    from .. import _cext
+
+    if _log_sink is None:
+        _log_sink = lib.llama_log_callback(_cext.discard_log_address())
+    lib.llama_log_set(_log_sink, ctypes.c_void_p(0))
 
 
 @contextlib.contextmanager
@@ -154,7 +172,6 @@ class LlamaCppModel(VocabularyOf):
         self, model: ModelFile, *, n_ctx: int, threads: int, n_batch: int = DEFAULT_N_BATCH, n_lanes: int = 1
     ):
         self._lib = lib = _import_llama_cpp()
-        logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)  # its C log callback's filter
         self.identity = ModelIdentity(BACKEND_ID, model.name, model.sha256)
         self._pad_lone_lanes = True
         self._own_head = False
@@ -510,7 +527,6 @@ class LlamaVocab:
 def load_vocab_only(model: ModelFile):
     """(vocabulary, release): a GGUF's vocabulary without its weights, in a second or two."""
     lib = _import_llama_cpp()
-    logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
     params = lib.llama_model_default_params()
     params.vocab_only = True
     with _quiet_stderr():
