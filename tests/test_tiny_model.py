@@ -436,3 +436,23 @@ def test_llama_cpp_calls_no_python_while_coding(tiny_gguf, monkeypatch):
         archive = compressor.compress(data)  # windows of 64 tokens shift every 16
         assert compressor.decompress(archive) == data
     assert CountingLevels.calls == 0
+
+
+def test_llama_cpp_loads_libgomp_with_a_short_spin(tmp_path):
+    """GOMP_SPINCOUNT is set before llama.cpp's CPU library loads libgomp (it is read once, then):
+    the default spin kept llama.cpp's worker busy after each decode while nczip's head ran. A
+    user's own value is kept. In a fresh process, since libgomp reads it at load."""
+    import os
+    import subprocess
+    import sys
+
+    probe = ("import os; from nczip.models.llama_cpp import _import_llama_cpp; _import_llama_cpp(); "
+             "print(os.environ['GOMP_SPINCOUNT'])")
+    env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    from nczip.models.llama_cpp import GOMP_SPINCOUNT
+
+    assert out.stdout.strip() == GOMP_SPINCOUNT
+    env["GOMP_SPINCOUNT"] = "123"
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "123"

@@ -61,7 +61,17 @@ DEFAULT_N_BATCH = 512
 MAX_LANES = 256
 
 
+# libgomp's spin before an idle thread sleeps, read once when llama.cpp's CPU library loads it.
+# Its default (300,000 spins, a few ms) keeps llama.cpp's worker spinning on one of the two cores
+# after every llama_decode, while nczip's own head runs: the first head call after a decode took
+# 20-25 ms instead of 14. 10,000 still spins through ggml's barriers inside a graph (OpenMP
+# barriers), where sleeping costs more (OMP_WAIT_POLICY=PASSIVE: body 63 ms per 16-row step
+# instead of 53). enwik8's first 60 KB compressed in 96-99 s instead of 112, same archive.
+GOMP_SPINCOUNT = "10000"
+
+
 def _import_llama_cpp():
+    os.environ.setdefault("GOMP_SPINCOUNT", GOMP_SPINCOUNT)  # a user's own setting wins
     try:
         import llama_cpp
         import llama_cpp._logger  # installs its Python log callback on import: import it before replacing it
