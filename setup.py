@@ -6,7 +6,7 @@ on every machine, so floating-point contraction (FMA) and fast-math reassociatio
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-SOURCES = ["cext/rangecoder.c", "cext/cdf.c", "cext/ensemble.c", "cext/head.c", "cext/module.c"]
+SOURCES = ["cext/rangecoder.c", "cext/cdf.c", "cext/ensemble.c", "cext/head.c", "cext/team.c", "cext/module.c"]
 
 
 class DeterministicBuildExt(build_ext):

@@ -187,11 +187,70 @@ float ncz_step_scale(void)
     return float_from_bits(STEP_SCALE_BITS);
 }
 
-NCZ_HOT int ncz_quantize_steps(const int32_t *score, size_t n, unsigned precision, uint32_t *freq_out)
+/* The passes of ncz_quantize_steps over one part of the vocabulary; the caller combines the
+ * two parts' results in order (the first part's first maximum wins), which gives the integers
+ * of one sequential pass. */
+typedef struct {
+    const int32_t *score;
+    uint32_t *freq;
+    int32_t top;            /* pass 2: the maximum score */
+    uint64_t m_scale;       /* pass 3 */
+    int32_t part_top[2];    /* pass 1 */
+    size_t part_first[2];   /* pass 2: the part's first index of top, or SIZE_MAX */
+    uint64_t part_sum[2];   /* passes 2 and 3 */
+} steps_pass;
+
+NCZ_HOT static void steps_top(void *arg, size_t lo, size_t hi, int part)
 {
-    uint64_t total, budget, z = 0;
+    steps_pass *a = arg;
     int32_t top = INT32_MIN;
-    size_t i, argmax = 0;
+    size_t i;
+    for (i = lo; i < hi; i++)
+        top = a->score[i] > top ? a->score[i] : top;
+    a->part_top[part] = top;
+}
+
+NCZ_HOT static void steps_weights(void *arg, size_t lo, size_t hi, int part)
+{
+    steps_pass *a = arg;
+    const int32_t top = a->top;
+    uint64_t z = 0;
+    size_t i, first = lo;
+    while (first < hi && a->score[first] != top)
+        first++;
+    /* The same weights as ncz_quantize, from integer steps below the top score. */
+    for (i = lo; i < hi; i++) {
+        int64_t k = (int64_t)top - a->score[i];
+        uint32_t kk = (uint32_t)(k < LOG_STEP_LIMIT ? k : LOG_STEP_LIMIT);
+        uint32_t w = (uint32_t)((uint64_t)POW2_FRAC[kk % LOG_STEPS_PER_BIT] >> (kk / LOG_STEPS_PER_BIT));
+        a->freq[i] = w;
+        z += w;
+    }
+    a->part_first[part] = first < hi ? first : SIZE_MAX;
+    a->part_sum[part] = z;
+}
+
+NCZ_HOT static void steps_shares(void *arg, size_t lo, size_t hi, int part)
+{
+    steps_pass *a = arg;
+    const uint64_t m_scale = a->m_scale;
+    uint64_t sum = 0;
+    size_t i;
+    for (i = lo; i < hi; i++) {
+        uint32_t f = 1u + (uint32_t)(((uint64_t)a->freq[i] * m_scale) >> 32);
+        a->freq[i] = f;
+        sum += f;
+    }
+    a->part_sum[part] = sum;
+}
+
+int ncz_quantize_steps_team(ncz_team *team, const int32_t *score, size_t n, unsigned precision,
+                            uint32_t *freq_out)
+{
+    uint64_t total, budget, z, sum;
+    size_t argmax;
+    int64_t top;
+    steps_pass a;
 
     if (precision < NCZ_MIN_PRECISION || precision > NCZ_MAX_PRECISION)
         return NCZ_E_PRECISION;
@@ -199,26 +258,49 @@ NCZ_HOT int ncz_quantize_steps(const int32_t *score, size_t n, unsigned precisio
     if (n == 0 || n > total / 2)
         return NCZ_E_ALPHABET;
     budget = total - n;
-    for (i = 0; i < n; i++)
-        top = score[i] > top ? score[i] : top;
-    while (score[argmax] != top)
-        argmax++;
-    /* The same weights as ncz_quantize, from integer steps below the top score. */
-    for (i = 0; i < n; i++) {
-        int64_t k = (int64_t)top - score[i];
-        uint32_t kk = (uint32_t)(k < LOG_STEP_LIMIT ? k : LOG_STEP_LIMIT);
-        uint32_t w = (uint32_t)((uint64_t)POW2_FRAC[kk % LOG_STEPS_PER_BIT] >> (kk / LOG_STEPS_PER_BIT));
-        freq_out[i] = w;
-        z += w;
-    }
-    return shares_of_budget(freq_out, n, z, argmax, total, budget);
+    a.score = score;
+    a.freq = freq_out;
+    ncz_team_split(team, steps_top, &a, n);
+    a.top = a.part_top[1] > a.part_top[0] ? a.part_top[1] : a.part_top[0];
+    ncz_team_split(team, steps_weights, &a, n);
+    z = a.part_sum[0] + a.part_sum[1];
+    /* the first part's first maximum, else the second's (the top is in one of them) */
+    argmax = a.part_first[0] != SIZE_MAX ? a.part_first[0] : a.part_first[1];
+    if (argmax >= n || z == 0)
+        return NCZ_E_INTERNAL;
+    /* 3 and 4 of shares_of_budget, the shares split in two. */
+    a.m_scale = (budget << 32) / z;
+    ncz_team_split(team, steps_shares, &a, n);
+    sum = a.part_sum[0] + a.part_sum[1];
+    top = (int64_t)freq_out[argmax] + ((int64_t)total - (int64_t)sum);
+    if (sum > total || top > (int64_t)total)
+        return NCZ_E_INTERNAL;
+    freq_out[argmax] = (uint32_t)top;
+    return NCZ_OK;
 }
+
+int ncz_quantize_steps(const int32_t *score, size_t n, unsigned precision, uint32_t *freq_out)
+{
+    return ncz_quantize_steps_team(NULL, score, n, precision, freq_out);
+}
+
+#define FIND_BLOCK 64
 
 NCZ_HOT size_t ncz_find_symbol(const uint32_t *freq, size_t n, uint32_t target, uint32_t *cum_out)
 {
     uint64_t cum = 0; /* 64-bit: a bad table cannot wrap around and match twice */
-    size_t i;
-    for (i = 0; i < n; i++) {
+    size_t i = 0, j;
+    /* Whole blocks first: a block's sum vectorizes, where the element-by-element search is one
+     * long dependency chain with a branch per symbol; then the block that holds the target. */
+    for (; i + FIND_BLOCK <= n; i += FIND_BLOCK) {
+        uint64_t block = 0;
+        for (j = 0; j < FIND_BLOCK; j++)
+            block += freq[i + j];
+        if (target < cum + block)
+            break;
+        cum += block;
+    }
+    for (; i < n; i++) {
         uint64_t next = cum + freq[i];
         if (target < next) {
             *cum_out = (uint32_t)cum;

@@ -95,6 +95,7 @@ struct ncz_ensemble {
     int32_t apm_frac, apm_out; /* the interpolation weight of knot + 1, and the output */
     int32_t match_tok;
     int has_input[NIN];
+    ncz_team *team; /* splits the O(vocabulary) passes over two threads; NULL: one */
 };
 
 /* ---- integer log2 and softplus ---- */
@@ -168,6 +169,7 @@ void ncz_ens_free(ncz_ensemble *e)
     int o;
     if (e == NULL)
         return;
+    ncz_team_free(e->team);
     free(e->doc);
     free(e->bias);
     free(e->z);
@@ -238,6 +240,13 @@ int ncz_ens_new(const ncz_ens_params *p, size_t vocab, int lanes, size_t doc_len
     }
     *out = e;
     return NCZ_OK;
+}
+
+int ncz_ens_use_threads(ncz_ensemble *e, int threads)
+{
+    if (threads > 1 && e->team == NULL)
+        e->team = ncz_team_new(); /* NULL (no threads): the passes run here, same integers */
+    return e->team != NULL;
 }
 
 void ncz_ens_fan_out(ncz_ensemble *e)
@@ -427,31 +436,72 @@ NCZ_HOT static int mix_without_bias(ncz_ensemble *e, const lane_state *ls, const
 /* With the bias head every token's score moves: integer scores for all, then
  * ncz_quantize_steps. The LLM's weight (a temperature) is learned too, since its gradient
  * needs the same O(vocabulary) pass as the bias head's. */
-NCZ_HOT static int mix_with_bias(ncz_ensemble *e, const lane_state *ls, const float *logits, size_t n,
-                         unsigned precision, uint32_t *freq)
+/* One part of mix_with_bias's pass: the LLM's log steps, their weight sum, the scores. */
+typedef struct {
+    ncz_ensemble *e;
+    const float *logits;
+    const uint32_t *freq;
+    float mf;
+    uint64_t part_sum[2];
+    int64_t part_expect[2];
+    float part_max[2];
+    size_t upto; /* cum_part: the symbol */
+} vocab_pass;
+
+NCZ_HOT static void scores_part(void *arg, size_t lo, size_t hi, int part)
 {
+    vocab_pass *a = arg;
+    ncz_ensemble *e = a->e;
     const float step_scale = ncz_step_scale();
-    const float mf = e->mf;
+    const float mf = a->mf;
+    const float *logits = a->logits;
     int32_t *z = e->z;
     uint16_t *kk = e->k;
     const uint64_t w0 = (uint64_t)e->w[e->set][0];
     uint64_t zsum = 0;
     size_t t;
-    int c;
-    for (t = 0; t < n; t++) { /* vectorizes: two float32 operations and a conversion */
+    for (t = lo; t < hi; t++) { /* vectorizes: two float32 operations and a conversion */
         float steps = (mf - logits[t]) * step_scale;
         kk[t] = (uint16_t)(steps < (float)K_LIMIT ? steps : (float)K_LIMIT); /* NaN: limit */
     }
-    for (t = 0; t < n; t++) {
+    for (t = lo; t < hi; t++) {
         uint32_t k = kk[t];
         zsum += (uint64_t)ncz_pow2_frac[k % STEPS] >> (k / STEPS < 63 ? k / STEPS : 63);
         z[t] = -(int32_t)((w0 * k) >> 16) + (int32_t)shr_floor(e->bias[t], 8);
     }
-    e->log2_z = ilog2_steps(zsum);
+    a->part_sum[part] = zsum;
+}
+
+/* With the bias head every token's score moves: integer scores for all, then
+ * ncz_quantize_steps. The LLM's weight (a temperature) is learned too, since its gradient
+ * needs the same O(vocabulary) pass as the bias head's. */
+static int mix_with_bias(ncz_ensemble *e, const lane_state *ls, const float *logits, size_t n,
+                         unsigned precision, uint32_t *freq)
+{
+    int32_t *z = e->z;
+    int c;
+    vocab_pass a;
+    a.e = e;
+    a.logits = logits;
+    a.mf = e->mf;
+    ncz_team_split(e->team, scores_part, &a, n);
+    e->log2_z = ilog2_steps(a.part_sum[0] + a.part_sum[1]);
     score_candidates(e, ls, n);
     for (c = 0; c < e->ncand; c++)
         z[e->cand[c]] = clamp32((int64_t)z[e->cand[c]] + e->boost[c], -(1 << 30), 1 << 30);
-    return ncz_quantize_steps(z, n, precision, freq);
+    return ncz_quantize_steps_team(e->team, z, n, precision, freq);
+}
+
+NCZ_HOT static void max_part(void *arg, size_t lo, size_t hi, int part)
+{
+    vocab_pass *a = arg;
+    float mf = -INFINITY;
+    size_t t;
+    for (t = lo; t < hi; t++) {
+        float v = a->logits[t];
+        mf = v > mf ? v : mf;
+    }
+    a->part_max[part] = mf;
 }
 
 NCZ_HOT int ncz_ens_prepare(ncz_ensemble *e, int lane, size_t pos, const float *logits, size_t n,
@@ -461,7 +511,6 @@ NCZ_HOT int ncz_ens_prepare(ncz_ensemble *e, int lane, size_t pos, const float *
     lane_state *ls;
     float mf = -INFINITY;
     int o, c, hi = 0, i;
-    size_t t;
 
     if (lane < 0 || lane >= e->lanes || pos >= e->doc_len || n != e->vocab)
         return NCZ_E_PARAMS;
@@ -477,9 +526,12 @@ NCZ_HOT int ncz_ens_prepare(ncz_ensemble *e, int lane, size_t pos, const float *
     e->match_tok = -1;
     memset(e->has_input, 0, sizeof e->has_input);
 
-    for (t = 0; t < n; t++) {
-        float v = logits[t];
-        mf = v > mf ? v : mf;
+    {
+        /* the maximum, ignoring NaN; the second part's only if strictly larger, as in one pass */
+        vocab_pass a;
+        a.logits = logits;
+        ncz_team_split(e->team, max_part, &a, n);
+        mf = a.part_max[1] > a.part_max[0] ? a.part_max[1] : a.part_max[0];
     }
     e->mf = mf;
     /* Non-finite maxima (no usable logits, or +inf) take the plain quantizer: nothing to mix. */
@@ -612,11 +664,36 @@ static void match_update(ncz_ensemble *e, lane_state *ls, int32_t y)
     (void)i;
 }
 
+typedef struct {
+    ncz_ensemble *e;
+    const uint32_t *freq;
+    unsigned precision;
+    int64_t part_expect[2];
+} bias_pass;
+
+/* One part of the bias head's gradient step and of E_p[k] (integers: any split, same sums). */
+NCZ_HOT static void bias_part(void *arg, size_t lo, size_t hi, int part)
+{
+    bias_pass *a = arg;
+    ncz_ensemble *e = a->e;
+    const uint64_t rate = (uint64_t)e->p.bias_rate;
+    const uint32_t *freq = a->freq;
+    const uint16_t *kk = e->k;
+    const unsigned precision = a->precision;
+    int64_t expect_k = 0;
+    size_t t;
+    for (t = lo; t < hi; t++) { /* vectorizes: integers only */
+        e->bias[t] -= (int32_t)((rate * freq[t]) >> precision);
+        expect_k += (int64_t)((uint64_t)freq[t] * kk[t]);
+    }
+    a->part_expect[part] = expect_k;
+}
+
 NCZ_HOT int ncz_ens_update(ncz_ensemble *e, size_t y, const float *logits, const uint32_t *freq,
                    unsigned precision)
 {
     lane_state *ls;
-    size_t t, n = e->vocab;
+    size_t n = e->vocab;
     int c, i;
     if (!e->pending || y >= n)
         return NCZ_E_PARAMS;
@@ -631,11 +708,13 @@ NCZ_HOT int ncz_ens_update(ncz_ensemble *e, size_t y, const float *logits, const
         /* The bias head's gradient step, O(vocabulary): d log2 p(y) / d bias(t) = [t = y] - p(t). */
         if (rate) {
             const uint16_t *kk = e->k;
-            int64_t expect_k = 0;
-            for (t = 0; t < n; t++) { /* vectorizes: integers only */
-                e->bias[t] -= (int32_t)(((uint64_t)rate * freq[t]) >> precision);
-                expect_k += (int64_t)((uint64_t)freq[t] * kk[t]);
-            }
+            int64_t expect_k;
+            bias_pass a;
+            a.e = e;
+            a.freq = freq;
+            a.precision = precision;
+            ncz_team_split(e->team, bias_part, &a, n);
+            expect_k = a.part_expect[0] + a.part_expect[1];
             e->bias[y] = clamp32((int64_t)e->bias[y] + rate, -BIAS_LIMIT, BIAS_LIMIT);
             /* the LLM weight's: d log2 p(y) / d w_llm = E_p[k] - k(y), steps */
             w[0] = clamp32((int64_t)w[0] + shr_floor((int64_t)e->p.mix_rate *
@@ -678,6 +757,26 @@ NCZ_HOT int ncz_ens_update(ncz_ensemble *e, size_t y, const float *logits, const
 
 /* ---- prepare, code, update: one call per token ---- */
 
+NCZ_HOT static void cum_part(void *arg, size_t lo, size_t hi, int part)
+{
+    vocab_pass *a = arg;
+    uint64_t sum = 0;
+    size_t t, end = hi < a->upto ? hi : a->upto;
+    for (t = lo; t < end; t++)
+        sum += a->freq[t];
+    a->part_sum[part] = sum;
+}
+
+/* The frequencies below symbol: ncz_cum_of, split (a table sums to 2^precision <= 2^31). */
+static uint32_t cum_below(ncz_ensemble *e, const uint32_t *freq, size_t n, size_t symbol)
+{
+    vocab_pass a;
+    a.freq = freq;
+    a.upto = symbol;
+    ncz_team_split(e->team, cum_part, &a, symbol < n ? symbol : n);
+    return (uint32_t)(a.part_sum[0] + a.part_sum[1]);
+}
+
 int ncz_ens_encode(ncz_ensemble *e, ncz_encoder *enc, int lane, size_t pos,
                    const float *logits, size_t n, size_t symbol, unsigned precision,
                    uint32_t *freq_ws)
@@ -687,7 +786,7 @@ int ncz_ens_encode(ncz_ensemble *e, ncz_encoder *enc, int lane, size_t pos,
         return n == 0 ? NCZ_E_ALPHABET : NCZ_E_SYMBOL;
     st = ncz_ens_prepare(e, lane, pos, logits, n, precision, freq_ws);
     if (st == NCZ_OK)
-        st = ncz_encode(enc, ncz_cum_of(freq_ws, n, symbol), freq_ws[symbol], precision);
+        st = ncz_encode(enc, cum_below(e, freq_ws, n, symbol), freq_ws[symbol], precision);
     if (st == NCZ_OK)
         st = ncz_ens_update(e, symbol, logits, freq_ws, precision);
     return st;

@@ -713,15 +713,28 @@ static PyObject *Ensemble_new(PyTypeObject *type, PyObject *args, PyObject *kwar
     static char *kwlist[] = {"vocab", "lanes", "doc_tokens", "orders", "ngram_bits",
                              "match_min", "match_bits", "mix_rate", "bias_rate", "w_ngram",
                              "w_match", NULL};
-    long long vocab, lanes, doc, v[8];
+    long long vocab, lanes, doc, v[8], threads = 1;
+    PyObject *rest = NULL, *given;
     ncz_ens_params p;
     EnsembleObject *self;
     int st, i;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O&O&O&$O&O&O&O&O&O&O&O&:Ensemble", kwlist,
-                                     conv_ll, &vocab, conv_ll, &lanes, conv_ll, &doc,
-                                     conv_ll, &v[0], conv_ll, &v[1], conv_ll, &v[2], conv_ll,
-                                     &v[3], conv_ll, &v[4], conv_ll, &v[5], conv_ll, &v[6],
-                                     conv_ll, &v[7]))
+    /* threads is optional and changes no bit: taken out before the required keywords */
+    if (kwargs != NULL && (given = PyDict_GetItemString(kwargs, "threads")) != NULL) {
+        if (!conv_ll(given, &threads))
+            return NULL;
+        if ((rest = PyDict_Copy(kwargs)) == NULL || PyDict_DelItemString(rest, "threads") < 0) {
+            Py_XDECREF(rest);
+            return NULL;
+        }
+        kwargs = rest;
+    }
+    i = PyArg_ParseTupleAndKeywords(args, kwargs, "O&O&O&$O&O&O&O&O&O&O&O&:Ensemble", kwlist,
+                                    conv_ll, &vocab, conv_ll, &lanes, conv_ll, &doc,
+                                    conv_ll, &v[0], conv_ll, &v[1], conv_ll, &v[2], conv_ll,
+                                    &v[3], conv_ll, &v[4], conv_ll, &v[5], conv_ll, &v[6],
+                                    conv_ll, &v[7]);
+    Py_XDECREF(rest);
+    if (!i)
         return NULL;
     for (i = 0; i < 8; i++)
         if (v[i] < -(1LL << 30) || v[i] > (1LL << 30)) {
@@ -769,6 +782,7 @@ static PyObject *Ensemble_new(PyTypeObject *type, PyObject *args, PyObject *kwar
         PyErr_SetString(PyExc_ValueError, "Ensemble: invalid parameters");
         return NULL;
     }
+    ncz_ens_use_threads(self->ens, threads > 1 ? 2 : 1);
     return (PyObject *)self;
 }
 
@@ -948,13 +962,27 @@ static PyMethodDef Ensemble_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+static PyObject *Ensemble_get_threads(EnsembleObject *self, void *closure)
+{
+    (void)closure;
+    return PyLong_FromLong(self->ens != NULL && ncz_ens_use_threads(self->ens, 1) ? 2 : 1);
+}
+
+static PyGetSetDef Ensemble_getset[] = {
+    {"threads", (getter)Ensemble_get_threads, NULL,
+     "Threads its vocabulary passes run on: 2 with a helper thread, else 1.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
 static PyType_Slot Ensemble_slots[] = {
     {Py_tp_new, Ensemble_new},
     {Py_tp_dealloc, Ensemble_dealloc},
     {Py_tp_methods, Ensemble_methods},
+    {Py_tp_getset, Ensemble_getset},
     {Py_tp_doc, "Ensemble(vocab, lanes, doc_tokens, *, orders, ngram_bits, match_min,\n"
-                "match_bits, mix_rate, bias_rate, w_ngram, w_match)\n--\n\n"
+                "match_bits, mix_rate, bias_rate, w_ngram, w_match, threads=1)\n--\n\n"
                 "The cheap online models and the mixer of one segment (cext/ensemble.c).\n"
+                "threads > 1 splits its vocabulary passes with a helper thread (same bits).\n"
                 "An error leaves it unusable, like Encoder and Decoder."},
     {0, NULL},
 };

@@ -103,10 +103,24 @@ int ncz_encode_logits(ncz_encoder *e, const float *logits, size_t n, size_t symb
 int ncz_decode_logits(ncz_decoder *d, const float *logits, size_t n, unsigned precision,
                       uint32_t *freq_ws, size_t *symbol_out);
 
+/* ---- a team of two threads for O(vocabulary) loops (team.c) ---- */
+
+typedef struct ncz_team ncz_team;
+/* fn(arg, lo, hi, part) handles entries [lo, hi); part 0 is the caller's, part 1 the helper's. */
+typedef void (*ncz_part_fn)(void *arg, size_t lo, size_t hi, int part);
+/* A helper thread; NULL where threads are unavailable (then every split runs in the caller). */
+ncz_team *ncz_team_new(void);
+void ncz_team_free(ncz_team *t);
+/* Runs fn over [0, n) in two parts, [0, mid) here and [mid, n) on the helper, and returns when
+ * both are done. Without a team (or for short loops) both parts run here, the second empty. */
+void ncz_team_split(ncz_team *t, ncz_part_fn fn, void *arg, size_t n);
+
 /* The quantizer for integer scores in 1/256-bit log steps (the ensemble's mixed scores):
  * weight 2^(-(max - score) / 256), then the same shares as ncz_quantize. score may not alias
- * freq_out. */
+ * freq_out. With a team its passes are split in two; the integers are the same. */
 int ncz_quantize_steps(const int32_t *score, size_t n, unsigned precision, uint32_t *freq_out);
+int ncz_quantize_steps_team(ncz_team *team, const int32_t *score, size_t n, unsigned precision,
+                            uint32_t *freq_out);
 /* The quantizer's constants, shared with the ensemble: 2^(31 - j/256) for j in 0..255, and
  * 256/ln 2 as float32. */
 extern const uint32_t ncz_pow2_frac[256];
@@ -144,6 +158,9 @@ int ncz_ens_check_params(const ncz_ens_params *p);
 int ncz_ens_new(const ncz_ens_params *p, size_t vocab, int lanes, size_t doc_len,
                 ncz_ensemble **out);
 void ncz_ens_free(ncz_ensemble *e);
+/* threads > 1: split the O(vocabulary) passes with a helper thread (same integers either way).
+ * Returns 1 if a helper runs. */
+int ncz_ens_use_threads(ncz_ensemble *e, int threads);
 /* Every lane starts from lane 0's history (after the primer, as the LLM's lanes do). */
 void ncz_ens_fan_out(ncz_ensemble *e);
 /* The mixed frequency table (sum 2^precision, every entry >= 1) for the token at doc position

@@ -85,7 +85,9 @@ class _TokenCoder:
         self.ensemble = None
         if params.ensemble is not None and count:
             _, lanes = lane_plan(count, params)
-            self.ensemble = new_ensemble(params.ensemble, model.n_vocab, lanes, count)
+            # the model's threads are idle while the ensemble runs
+            threads = getattr(model, "threads", 1)
+            self.ensemble = new_ensemble(params.ensemble, model.n_vocab, lanes, count, threads)
 
     def fan_out(self) -> None:
         if self.ensemble is not None:

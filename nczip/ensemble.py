@@ -100,7 +100,9 @@ def table_bits(tokens: int, max_bits: int = 20) -> tuple[int, int]:
     return min(bits, max_bits), min(bits, max_bits + 2)
 
 
-def new_ensemble(params: EnsembleParams, vocab: int, lanes: int, tokens: int) -> _cext.Ensemble:
+def new_ensemble(params: EnsembleParams, vocab: int, lanes: int, tokens: int, threads: int = 1) -> _cext.Ensemble:
+    """threads > 1 splits the vocabulary passes with a helper thread: the same integers, since
+    they are sums and elementwise operations (cext/team.c)."""
     ngram_bits, match_bits = table_bits(tokens, params.max_table_bits)
     return _cext.Ensemble(
         vocab,
@@ -114,4 +116,5 @@ def new_ensemble(params: EnsembleParams, vocab: int, lanes: int, tokens: int) ->
         bias_rate=params.bias_rate,
         w_ngram=params.w_ngram,
         w_match=params.w_match,
+        threads=threads,
     )

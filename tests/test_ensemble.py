@@ -172,3 +172,52 @@ def test_table_sizes_follow_the_token_count_up_to_the_cap():
     assert table_bits(45_000, 18) == (17, 17)
     assert table_bits(300_000, 18) == (18, 20)  # a 1 MiB segment of English: 46 MiB of n-gram tables
     assert EnsembleParams().max_table_bits == 18
+
+
+def _special_rows(rng, vocab: int, count: int) -> list[np.ndarray]:
+    """Logit rows that exercise a split at the middle of the vocabulary: the maximum in either
+    half, tied across the halves, NaN and infinities, and plain noise."""
+    rows = []
+    half = vocab // 2
+    for i in range(count):
+        row = rng.normal(0, 3, vocab).astype(np.float32)
+        kind = i % 5
+        if kind == 1:
+            row[vocab - 7] = 40.0  # the maximum in the second half only
+        elif kind == 2:
+            row[half - 3] = row[half + 5] = row[vocab - 1] = 30.0  # first maximum in the first half
+        elif kind == 3:
+            row[rng.integers(0, vocab, 50)] = np.nan
+            row[rng.integers(0, vocab, 50)] = -np.inf
+        elif kind == 4:
+            row[:half] = -np.inf  # nothing but -inf in the first half
+        rows.append(row)
+    return rows
+
+
+@pytest.mark.parametrize("bias_rate", [8000, 0])
+def test_a_helper_thread_gives_the_same_tables_and_bytes(bias_rate):
+    """threads=2 splits the vocabulary passes (max, scores, quantizer, cumulative sum, bias
+    step) between two threads: every table, every coded byte and the decoded tokens are those
+    of one thread. Vocabulary sizes around the split threshold and not a multiple of 64."""
+    rng = np.random.default_rng(7)
+    for vocab in (16383, 40_001, 262_144):
+        params = dataclasses.replace(EnsembleParams(match_min=2), bias_rate=bias_rate)
+        rows = _special_rows(rng, vocab, 25)
+        doc = [int(t) for t in rng.integers(0, 20, len(rows))]  # repeats: the cheap models join in
+        doc[3] = vocab - 1
+        one, two = new_ensemble(params, vocab, 2, len(doc)), new_ensemble(params, vocab, 2, len(doc), threads=2)
+        assert (one.threads, two.threads) == (1, 2)
+        t1, t2 = np.zeros(vocab, np.uint32), np.zeros(vocab, np.uint32)
+        for i, (row, token) in enumerate(zip(rows, doc)):
+            assert one.measure(i % 2, i, row, token, PRECISION, t1) == two.measure(i % 2, i, row, token, PRECISION, t2)
+            assert np.array_equal(t1, t2), (vocab, i)
+        streams = []
+        for threads in (1, 2):
+            ens, encoder = new_ensemble(params, vocab, 2, len(doc), threads=threads), _cext.Encoder()
+            for i, (row, token) in enumerate(zip(rows, doc)):
+                ens.encode(encoder, i % 2, i, row, token, PRECISION)
+            streams.append(encoder.finish())
+        assert streams[0] == streams[1]
+        decoder, ens = _cext.Decoder(streams[0]), new_ensemble(params, vocab, 2, len(doc), threads=2)
+        assert [ens.decode(decoder, i % 2, i, row, PRECISION) for i, row in enumerate(rows)] == doc

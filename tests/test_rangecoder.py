@@ -545,3 +545,17 @@ def test_threads_share_nothing_and_release_the_gil():
     for t in threads:
         t.join()
     assert len(enc.finish()) > 0
+
+
+@pytest.mark.parametrize("n", [1, 63, 64, 65, 128, 200, 4099])
+def test_every_symbol_decodes_around_the_search_blocks(n):
+    """The decoder's symbol search sums whole blocks of 64 first, then scans one block: every
+    symbol, including each block's first and last and the tail's, comes back."""
+    precision = 24
+    freq = make_table(n, precision, seed=n, shape="random")
+    symbols = list(range(n)) + list(range(n - 1, -1, -1))
+    enc = _cext.Encoder()
+    for s in symbols:
+        enc.encode_freqs(freq, s, precision)
+    dec = _cext.Decoder(enc.finish())
+    assert [dec.decode_freqs(freq, precision) for _ in symbols] == symbols

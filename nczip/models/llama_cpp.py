@@ -207,6 +207,11 @@ class LlamaCppModel(VocabularyOf):
         self.configure(n_ctx, n_lanes)
         self.default_backend_id = HEAD_BACKEND_ID if self._head is not None else BACKEND_ID
 
+    @property
+    def threads(self) -> int:
+        """CPU threads this model computes with (the ensemble borrows them between calls)."""
+        return self._threads
+
     # -- nczip's own head --------------------------------------------------------------------
     def _setup_head(self, model: ModelFile) -> None:
         """Our head for a Q8_0 output matrix, and the C callback that hands it the hidden states."""
