@@ -7,10 +7,11 @@ Runs `nczip bench` on the standard text corpus (corpora/manifest.json: alice29.t
 lcet10.txt, plrabn12.txt, html, urls.10K and the first 1 MB of enwik8.head), every nczip row a
 verified round trip, and rewrites the block between README's "results: begin" and "results: end"
 markers with the machine (CPU model, cores), the date, the nczip version and commit, the table
-and the plot. The raw numbers go to bench/out/results.json (--json). --print prints the block
-and leaves README and the plot alone. Nothing is written when a round trip fails.
+and the plot. The raw numbers go to bench/results.json (--json), which is committed, so that the
+corpus can be measured in parts over several sittings. --print prints the block and leaves
+README and the plot alone. Nothing is written when a round trip fails.
 
-The whole corpus is about 3 MB: at nczip's ~0.25 KB/s each way on 2 cores that is 6 to 7 hours.
+The whole corpus is about 3 MB: at nczip's ~0.6 KB/s each way on 2 cores that is about 3 hours.
 Run it on an otherwise idle machine: llama.cpp's threads spin, and other load distorts timings.
 It can be run in parts: --files measures only the named corpus files, and --merge folds them into
 the existing JSON (replacing those files' rows); README is rewritten once every file is there.
@@ -86,7 +87,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--readme", type=Path, default=ROOT / "README.md")
     parser.add_argument("--plot", type=Path, default=ROOT / PLOT, help=f"the plot (default: {PLOT}; README links {PLOT})")
-    parser.add_argument("--json", type=Path, default=ROOT / "bench" / "out" / "results.json", help="the raw numbers")
+    parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results.json", help="the raw numbers (committed)")
     parser.add_argument("--print", dest="print_only", action="store_true", help="print the block; write nothing")
     parser.add_argument("--files", nargs="+", metavar="NAME", help="measure only these corpus files")
     parser.add_argument("--merge", action="store_true", help="fold this run into the existing --json file")

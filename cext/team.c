@@ -9,7 +9,7 @@
  * The helper spins briefly after each job (the next one usually follows within microseconds,
  * for the next pass or the next lane's token) and then sleeps on a condition variable, so it
  * takes no CPU while llama.cpp or nczip's head computes. Where there are no POSIX threads the
- * team is never created and every loop runs in the caller.
+ * team is never created and every loop runs in the caller, as it does in a forked child.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <stdlib.h>
@@ -40,7 +40,23 @@ struct ncz_team {
     ncz_part_fn fn;
     void *arg;
     size_t lo, hi;
+    unsigned epoch; /* fork_epoch when the helper started */
 };
+
+/* A forked child has no helper thread (fork copies only the caller): teams made before the fork
+ * then run every pass in the caller, and are freed without joining. */
+static volatile unsigned fork_epoch;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void after_fork_in_child(void)
+{
+    fork_epoch++;
+}
+
+static void register_atfork(void)
+{
+    pthread_atfork(NULL, NULL, after_fork_in_child);
+}
 
 static inline void cpu_relax(void)
 {
@@ -77,9 +93,12 @@ static void *helper_main(void *p)
 
 ncz_team *ncz_team_new(void)
 {
-    ncz_team *t = calloc(1, sizeof *t);
+    ncz_team *t;
+    pthread_once(&atfork_once, register_atfork);
+    t = calloc(1, sizeof *t);
     if (t == NULL)
         return NULL;
+    t->epoch = fork_epoch;
     if (pthread_mutex_init(&t->mutex, NULL) != 0) {
         free(t);
         return NULL;
@@ -110,6 +129,10 @@ void ncz_team_free(ncz_team *t)
 {
     if (t == NULL)
         return;
+    if (t->epoch != fork_epoch) { /* in a forked child: no helper to stop */
+        free(t);
+        return;
+    }
     __atomic_store_n(&t->quit, 1, __ATOMIC_RELEASE);
     post(t);
     pthread_join(t->thread, NULL);
@@ -121,7 +144,7 @@ void ncz_team_free(ncz_team *t)
 void ncz_team_split(ncz_team *t, ncz_part_fn fn, void *arg, size_t n)
 {
     size_t mid;
-    if (t == NULL || n < SPLIT_MIN) {
+    if (t == NULL || n < SPLIT_MIN || t->epoch != fork_epoch) {
         fn(arg, 0, n, 0);
         fn(arg, n, n, 1); /* an empty second half, so results always come in two parts */
         return;

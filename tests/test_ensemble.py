@@ -221,3 +221,37 @@ def test_a_helper_thread_gives_the_same_tables_and_bytes(bias_rate):
         assert streams[0] == streams[1]
         decoder, ens = _cext.Decoder(streams[0]), new_ensemble(params, vocab, 2, len(doc), threads=2)
         assert [ens.decode(decoder, i % 2, i, row, PRECISION) for i, row in enumerate(rows)] == doc
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork")
+def test_an_ensemble_with_a_helper_still_codes_in_a_forked_child():
+    """fork copies only the calling thread: in the child the passes run in the caller (same bits)
+    instead of waiting forever for a helper that does not exist there."""
+    import os
+    import signal
+
+    vocab = 40_001
+    rows = _special_rows(np.random.default_rng(3), vocab, 6)
+    doc = [1, 2, 3, 1, 2, 3]
+    ens = new_ensemble(EnsembleParams(), vocab, 1, 12, threads=2)
+    encoder = _cext.Encoder()
+    for i in range(3):
+        ens.encode(encoder, 0, i, rows[i], doc[i], PRECISION)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: code the rest, send the bytes, leave without cleanup handlers
+        os.close(read)
+        signal.alarm(30)  # a child waiting for a helper that is not there dies: the test fails
+        try:
+            for i in range(3, 6):
+                ens.encode(encoder, 0, i, rows[i], doc[i], PRECISION)
+            os.write(write, encoder.finish())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        child_bytes = pipe.read()
+    os.waitpid(pid, 0)
+    for i in range(3, 6):
+        ens.encode(encoder, 0, i, rows[i], doc[i], PRECISION)
+    assert child_bytes == encoder.finish()
