@@ -433,9 +433,6 @@ NCZ_HOT static int mix_without_bias(ncz_ensemble *e, const lane_state *ls, const
     return NCZ_OK;
 }
 
-/* With the bias head every token's score moves: integer scores for all, then
- * ncz_quantize_steps. The LLM's weight (a temperature) is learned too, since its gradient
- * needs the same O(vocabulary) pass as the bias head's. */
 /* One part of mix_with_bias's pass: the LLM's log steps, their weight sum, the scores. */
 typedef struct {
     ncz_ensemble *e;
@@ -443,7 +440,6 @@ typedef struct {
     const uint32_t *freq;
     float mf;
     uint64_t part_sum[2];
-    int64_t part_expect[2];
     float part_max[2];
     size_t upto; /* cum_part: the symbol */
 } vocab_pass;
