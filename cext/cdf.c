@@ -107,23 +107,42 @@ static uint32_t weight_of(float v, float mf, float step_scale)
     return (uint32_t)((uint64_t)POW2_FRAC[k % LOG_STEPS_PER_BIT] >> (k / LOG_STEPS_PER_BIT));
 }
 
+typedef struct {
+    uint32_t *freq;
+    uint64_t m_scale;
+    uint64_t part_sum[2];
+} shares_pass;
+
+NCZ_HOT static void shares_part(void *arg, size_t lo, size_t hi, int part)
+{
+    shares_pass *a = arg;
+    const uint64_t m_scale = a->m_scale;
+    uint64_t sum = 0;
+    size_t i;
+    for (i = lo; i < hi; i++) {
+        uint32_t f = 1u + (uint32_t)(((uint64_t)a->freq[i] * m_scale) >> 32);
+        a->freq[i] = f;
+        sum += f;
+    }
+    a->part_sum[part] = sum;
+}
+
 /* Steps 3 and 4 of both quantizers: integer weights w_i (in freq, summing to z >= 1) become
- * frequencies >= 1 summing to exactly total = budget + n. */
-NCZ_HOT static int shares_of_budget(uint32_t *freq_out, size_t n, uint64_t z, size_t argmax,
+ * frequencies >= 1 summing to exactly total = budget + n. With a team, step 3 is split in two
+ * (elementwise, and an integer sum: the same integers). */
+static int shares_of_budget(ncz_team *team, uint32_t *freq_out, size_t n, uint64_t z, size_t argmax,
                             uint64_t total, uint64_t budget)
 {
-    uint64_t m_scale, sum = 0;
-    size_t i;
+    uint64_t sum;
     int64_t top;
+    shares_pass a;
     /* 3. Shares of the budget: f_i = 1 + floor(w_i m_scale / 2^32), m_scale = floor(budget
      * 2^32 / z). budget 2^32 < 2^63; z >= 1, and w_i m_scale <= z m_scale <= budget 2^32, so
      * nothing overflows, and the shares sum to at most budget. */
-    m_scale = (budget << 32) / z;
-    for (i = 0; i < n; i++) {
-        uint32_t f = 1u + (uint32_t)(((uint64_t)freq_out[i] * m_scale) >> 32);
-        freq_out[i] = f;
-        sum += f;
-    }
+    a.freq = freq_out;
+    a.m_scale = (budget << 32) / z;
+    ncz_team_split(team, shares_part, &a, n);
+    sum = a.part_sum[0] + a.part_sum[1];
 
     /* 4. What the floors left over (>= 0: at most about one per symbol with a weight, plus
      * z / 2^32) goes to the first maximum. The check keeps a bad table from ever leaving. */
@@ -179,7 +198,7 @@ NCZ_HOT int ncz_quantize(const float *logits, size_t n, unsigned precision, uint
         }
     }
 
-    return shares_of_budget(freq_out, n, z, argmax, total, budget);
+    return shares_of_budget(NULL, freq_out, n, z, argmax, total, budget);
 }
 
 float ncz_step_scale(void)
@@ -194,10 +213,9 @@ typedef struct {
     const int32_t *score;
     uint32_t *freq;
     int32_t top;            /* pass 2: the maximum score */
-    uint64_t m_scale;       /* pass 3 */
     int32_t part_top[2];    /* pass 1 */
     size_t part_first[2];   /* pass 2: the part's first index of top, or SIZE_MAX */
-    uint64_t part_sum[2];   /* passes 2 and 3 */
+    uint64_t part_sum[2];   /* pass 2: the weights' sum */
 } steps_pass;
 
 NCZ_HOT static void steps_top(void *arg, size_t lo, size_t hi, int part)
@@ -230,26 +248,11 @@ NCZ_HOT static void steps_weights(void *arg, size_t lo, size_t hi, int part)
     a->part_sum[part] = z;
 }
 
-NCZ_HOT static void steps_shares(void *arg, size_t lo, size_t hi, int part)
+int ncz_quantize_steps(ncz_team *team, const int32_t *score, size_t n, unsigned precision,
+                       uint32_t *freq_out)
 {
-    steps_pass *a = arg;
-    const uint64_t m_scale = a->m_scale;
-    uint64_t sum = 0;
-    size_t i;
-    for (i = lo; i < hi; i++) {
-        uint32_t f = 1u + (uint32_t)(((uint64_t)a->freq[i] * m_scale) >> 32);
-        a->freq[i] = f;
-        sum += f;
-    }
-    a->part_sum[part] = sum;
-}
-
-int ncz_quantize_steps_team(ncz_team *team, const int32_t *score, size_t n, unsigned precision,
-                            uint32_t *freq_out)
-{
-    uint64_t total, budget, z, sum;
+    uint64_t total, budget, z;
     size_t argmax;
-    int64_t top;
     steps_pass a;
 
     if (precision < NCZ_MIN_PRECISION || precision > NCZ_MAX_PRECISION)
@@ -268,20 +271,7 @@ int ncz_quantize_steps_team(ncz_team *team, const int32_t *score, size_t n, unsi
     argmax = a.part_first[0] != SIZE_MAX ? a.part_first[0] : a.part_first[1];
     if (argmax >= n || z == 0)
         return NCZ_E_INTERNAL;
-    /* 3 and 4 of shares_of_budget, the shares split in two. */
-    a.m_scale = (budget << 32) / z;
-    ncz_team_split(team, steps_shares, &a, n);
-    sum = a.part_sum[0] + a.part_sum[1];
-    top = (int64_t)freq_out[argmax] + ((int64_t)total - (int64_t)sum);
-    if (sum > total || top > (int64_t)total)
-        return NCZ_E_INTERNAL;
-    freq_out[argmax] = (uint32_t)top;
-    return NCZ_OK;
-}
-
-int ncz_quantize_steps(const int32_t *score, size_t n, unsigned precision, uint32_t *freq_out)
-{
-    return ncz_quantize_steps_team(NULL, score, n, precision, freq_out);
+    return shares_of_budget(team, freq_out, n, z, argmax, total, budget);
 }
 
 #define FIND_BLOCK 64
@@ -311,15 +301,27 @@ NCZ_HOT size_t ncz_find_symbol(const uint32_t *freq, size_t n, uint32_t target, 
     return n;
 }
 
-NCZ_HOT uint32_t ncz_cum_of(const uint32_t *freq, size_t n, size_t s)
+typedef struct {
+    const uint32_t *freq;
+    uint32_t part_sum[2];
+} cum_pass;
+
+NCZ_HOT static void cum_part(void *arg, size_t lo, size_t hi, int part)
 {
+    cum_pass *a = arg;
     uint32_t cum = 0;
     size_t i;
-    if (s > n)
-        s = n;
-    for (i = 0; i < s; i++)
-        cum += freq[i];
-    return cum;
+    for (i = lo; i < hi; i++)
+        cum += a->freq[i];
+    a->part_sum[part] = cum;
+}
+
+uint32_t ncz_cum_of(ncz_team *team, const uint32_t *freq, size_t n, size_t s)
+{
+    cum_pass a;
+    a.freq = freq;
+    ncz_team_split(team, cum_part, &a, s < n ? s : n);
+    return a.part_sum[0] + a.part_sum[1]; /* modulo 2^32, as one running uint32 sum */
 }
 
 /* Sum of the table, stopping once it passes 2^precision (so it cannot overflow). */
@@ -343,7 +345,7 @@ int ncz_encode_freqs(ncz_encoder *e, const uint32_t *freq, size_t n, size_t symb
         return NCZ_E_TABLE;
     if (freq[symbol] == 0)
         return NCZ_E_ZERO_FREQ;
-    return ncz_encode(e, ncz_cum_of(freq, n, symbol), freq[symbol], precision);
+    return ncz_encode(e, ncz_cum_of(NULL, freq, n, symbol), freq[symbol], precision);
 }
 
 int ncz_decode_freqs(ncz_decoder *d, const uint32_t *freq, size_t n, unsigned precision,
@@ -378,7 +380,7 @@ int ncz_encode_logits(ncz_encoder *e, const float *logits, size_t n, size_t symb
     st = ncz_quantize(logits, n, precision, freq_ws);
     if (st != NCZ_OK)
         return st;
-    return ncz_encode(e, ncz_cum_of(freq_ws, n, symbol), freq_ws[symbol], precision);
+    return ncz_encode(e, ncz_cum_of(NULL, freq_ws, n, symbol), freq_ws[symbol], precision);
 }
 
 int ncz_decode_logits(ncz_decoder *d, const float *logits, size_t n, unsigned precision,

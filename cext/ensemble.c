@@ -437,11 +437,9 @@ NCZ_HOT static int mix_without_bias(ncz_ensemble *e, const lane_state *ls, const
 typedef struct {
     ncz_ensemble *e;
     const float *logits;
-    const uint32_t *freq;
     float mf;
     uint64_t part_sum[2];
     float part_max[2];
-    size_t upto; /* cum_part: the symbol */
 } vocab_pass;
 
 NCZ_HOT static void scores_part(void *arg, size_t lo, size_t hi, int part)
@@ -485,7 +483,7 @@ static int mix_with_bias(ncz_ensemble *e, const lane_state *ls, const float *log
     score_candidates(e, ls, n);
     for (c = 0; c < e->ncand; c++)
         z[e->cand[c]] = clamp32((int64_t)z[e->cand[c]] + e->boost[c], -(1 << 30), 1 << 30);
-    return ncz_quantize_steps_team(e->team, z, n, precision, freq);
+    return ncz_quantize_steps(e->team, z, n, precision, freq);
 }
 
 NCZ_HOT static void max_part(void *arg, size_t lo, size_t hi, int part)
@@ -753,26 +751,6 @@ NCZ_HOT int ncz_ens_update(ncz_ensemble *e, size_t y, const float *logits, const
 
 /* ---- prepare, code, update: one call per token ---- */
 
-NCZ_HOT static void cum_part(void *arg, size_t lo, size_t hi, int part)
-{
-    vocab_pass *a = arg;
-    uint64_t sum = 0;
-    size_t t, end = hi < a->upto ? hi : a->upto;
-    for (t = lo; t < end; t++)
-        sum += a->freq[t];
-    a->part_sum[part] = sum;
-}
-
-/* The frequencies below symbol: ncz_cum_of, split (a table sums to 2^precision <= 2^31). */
-static uint32_t cum_below(ncz_ensemble *e, const uint32_t *freq, size_t n, size_t symbol)
-{
-    vocab_pass a;
-    a.freq = freq;
-    a.upto = symbol;
-    ncz_team_split(e->team, cum_part, &a, symbol < n ? symbol : n);
-    return (uint32_t)(a.part_sum[0] + a.part_sum[1]);
-}
-
 int ncz_ens_encode(ncz_ensemble *e, ncz_encoder *enc, int lane, size_t pos,
                    const float *logits, size_t n, size_t symbol, unsigned precision,
                    uint32_t *freq_ws)
@@ -782,7 +760,7 @@ int ncz_ens_encode(ncz_ensemble *e, ncz_encoder *enc, int lane, size_t pos,
         return n == 0 ? NCZ_E_ALPHABET : NCZ_E_SYMBOL;
     st = ncz_ens_prepare(e, lane, pos, logits, n, precision, freq_ws);
     if (st == NCZ_OK)
-        st = ncz_encode(enc, cum_below(e, freq_ws, n, symbol), freq_ws[symbol], precision);
+        st = ncz_encode(enc, ncz_cum_of(e->team, freq_ws, n, symbol), freq_ws[symbol], precision);
     if (st == NCZ_OK)
         st = ncz_ens_update(e, symbol, logits, freq_ws, precision);
     return st;

@@ -705,6 +705,7 @@ typedef struct {
     scratch ws;
     size_t vocab;
     int lifecycle;
+    int threads; /* 2 with a helper thread, else 1 */
     PyThread_type_lock lock;
 } EnsembleObject;
 
@@ -782,7 +783,7 @@ static PyObject *Ensemble_new(PyTypeObject *type, PyObject *args, PyObject *kwar
         PyErr_SetString(PyExc_ValueError, "Ensemble: invalid parameters");
         return NULL;
     }
-    ncz_ens_use_threads(self->ens, threads > 1 ? 2 : 1);
+    self->threads = ncz_ens_use_threads(self->ens, threads > 1 ? 2 : 1) ? 2 : 1;
     return (PyObject *)self;
 }
 
@@ -965,7 +966,7 @@ static PyMethodDef Ensemble_methods[] = {
 static PyObject *Ensemble_get_threads(EnsembleObject *self, void *closure)
 {
     (void)closure;
-    return PyLong_FromLong(self->ens != NULL && ncz_ens_use_threads(self->ens, 1) ? 2 : 1);
+    return PyLong_FromLong(self->threads);
 }
 
 static PyGetSetDef Ensemble_getset[] = {

@@ -78,12 +78,25 @@ int ncz_decoder_target(const ncz_decoder *d, unsigned precision, uint32_t *targe
 /* Consumes the symbol [cum, cum + freq); NCZ_E_CORRUPT if the code is not inside it. */
 int ncz_decoder_advance(ncz_decoder *d, uint64_t cum, uint64_t freq, unsigned precision);
 
+/* ---- a team of two threads for O(vocabulary) loops (team.c) ---- */
+
+typedef struct ncz_team ncz_team;
+/* fn(arg, lo, hi, part) handles entries [lo, hi); part 0 is the caller's, part 1 the helper's. */
+typedef void (*ncz_part_fn)(void *arg, size_t lo, size_t hi, int part);
+/* A helper thread; NULL where threads are unavailable (then every split runs in the caller). */
+ncz_team *ncz_team_new(void);
+void ncz_team_free(ncz_team *t);
+/* Runs fn over [0, n) in two parts, [0, mid) here and [mid, n) on the helper, and returns when
+ * both are done. Without a team (or for short loops) both parts run here, the second empty. */
+void ncz_team_split(ncz_team *t, ncz_part_fn fn, void *arg, size_t n);
+
 /* ---- frequency tables and the quantizer (cdf.c) ---- */
 
 /* Symbol s with cum_s <= target < cum_s + freq_s (writes cum_s), or n if target >= sum. */
 size_t ncz_find_symbol(const uint32_t *freq, size_t n, uint32_t target, uint32_t *cum_out);
-/* freq[0] + ... + freq[s - 1] (s is clamped to n); meaningful for tables summing to < 2^32. */
-uint32_t ncz_cum_of(const uint32_t *freq, size_t n, size_t s);
+/* freq[0] + ... + freq[s - 1] (s is clamped to n); meaningful for tables summing to < 2^32.
+ * team: NULL, or a team to split the sum with (same result). */
+uint32_t ncz_cum_of(ncz_team *team, const uint32_t *freq, size_t n, size_t s);
 
 /* Encodes / decodes one symbol against an explicit table, which must sum to exactly
  * 2^precision (checked, O(n)). */
@@ -103,24 +116,11 @@ int ncz_encode_logits(ncz_encoder *e, const float *logits, size_t n, size_t symb
 int ncz_decode_logits(ncz_decoder *d, const float *logits, size_t n, unsigned precision,
                       uint32_t *freq_ws, size_t *symbol_out);
 
-/* ---- a team of two threads for O(vocabulary) loops (team.c) ---- */
-
-typedef struct ncz_team ncz_team;
-/* fn(arg, lo, hi, part) handles entries [lo, hi); part 0 is the caller's, part 1 the helper's. */
-typedef void (*ncz_part_fn)(void *arg, size_t lo, size_t hi, int part);
-/* A helper thread; NULL where threads are unavailable (then every split runs in the caller). */
-ncz_team *ncz_team_new(void);
-void ncz_team_free(ncz_team *t);
-/* Runs fn over [0, n) in two parts, [0, mid) here and [mid, n) on the helper, and returns when
- * both are done. Without a team (or for short loops) both parts run here, the second empty. */
-void ncz_team_split(ncz_team *t, ncz_part_fn fn, void *arg, size_t n);
-
 /* The quantizer for integer scores in 1/256-bit log steps (the ensemble's mixed scores):
  * weight 2^(-(max - score) / 256), then the same shares as ncz_quantize. score may not alias
- * freq_out. With a team its passes are split in two; the integers are the same. */
-int ncz_quantize_steps(const int32_t *score, size_t n, unsigned precision, uint32_t *freq_out);
-int ncz_quantize_steps_team(ncz_team *team, const int32_t *score, size_t n, unsigned precision,
-                            uint32_t *freq_out);
+ * freq_out. team: NULL, or a team to split its passes with (the integers are the same). */
+int ncz_quantize_steps(ncz_team *team, const int32_t *score, size_t n, unsigned precision,
+                       uint32_t *freq_out);
 /* The quantizer's constants, shared with the ensemble: 2^(31 - j/256) for j in 0..255, and
  * 256/ln 2 as float32. */
 extern const uint32_t ncz_pow2_frac[256];
