@@ -220,6 +220,23 @@ def test_ideal_bits():
     assert _cext.ideal_bits(np.array([0, np.nan], np.float32), 1) == math.inf
     with pytest.raises(ValueError, match=r"symbol must be in 0\.\.2, got 3"):
         _cext.ideal_bits(np.zeros(3, np.float32), 3)
+
+
+@pytest.mark.parametrize("n", [1, 15, 16, 17, 1023, 1024, 1025, 2048 + 37, 262144])
+def test_ideal_bits_around_its_blocks(n):
+    # The maximum and the sum run in 16 lanes over blocks of 1024, then a scalar tail: the
+    # maximum in the tail or in the last lane, and NaN / -inf among the lanes, must not matter.
+    rng = np.random.default_rng(n)
+    logits = (rng.standard_normal(n) * 4).astype(np.float32)
+    places = {0, n - 1, (n // 1024) * 1024 - 1, n - n % 1024, 15} & set(range(n))
+    for top in sorted(places):
+        x = logits.copy()
+        x[top] = 40.0
+        if n > 4:
+            x[(top + 1) % n] = np.nan
+            x[(top + 3) % n] = -np.inf
+        for s in {0, top, n // 2}:
+            assert _cext.ideal_bits(x, s) == pytest.approx(ref.ideal_bits(x, s), abs=1e-5)
     with pytest.raises(ValueError, match="empty"):
         _cext.ideal_bits(np.zeros(0, np.float32), 0)
 
