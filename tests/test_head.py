@@ -58,15 +58,16 @@ def test_head_matches_its_arithmetic_exactly(tmp_path, n_vocab):
 
 
 def test_simd_kernel_rows_and_threads_give_the_same_bits(tmp_path):
-    """Rows are computed in chunks of 8, 4, 2 and 1 and the vocabulary is split between
-    threads: neither may change a bit, nor may the portable loop."""
+    """Rows are computed in chunks of up to 16 (each size 1-16 a kernel of its own), each group
+    prefetching the weights two groups on, and the vocabulary is split between threads: neither
+    may change a bit, nor may the portable loop."""
     n_vocab, n_embd = 777, 128
     path, _, _ = _random_q8_file(tmp_path, n_vocab, n_embd, seed=2)
     parts = pack_q8_0(path, 0, n_vocab, n_embd)
-    hidden = (np.random.default_rng(3).standard_normal((17, n_embd)) * 2).astype(np.float32)
+    hidden = (np.random.default_rng(3).standard_normal((40, n_embd)) * 2).astype(np.float32)
     one = Q8Head(*parts, n_vocab, n_embd, threads=1)
     full = one(hidden).copy()
-    for rows in range(1, 18):
+    for rows in range(1, 41):
         assert np.array_equal(one(hidden[:rows]), full[:rows]), rows
     for threads in (2, 3):
         many = Q8Head(*parts, n_vocab, n_embd, threads=threads)
