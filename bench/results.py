@@ -41,12 +41,21 @@ def replace_block(readme: str, block: str) -> str:
     return readme[: start + len(BEGIN)] + "\n" + block.rstrip("\n") + "\n" + readme[end:]
 
 
+# What this script writes itself does not make the measured code "dirty": a run in parts
+# rewrites results.json between its sittings.
+OWN_OUTPUTS = ("bench/results.json", "README.md", PLOT.as_posix())
+
+
 def commit() -> str:
+    """The commit measured, with "-dirty" when code differs from it (not this script's outputs)."""
     try:
-        out = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True, check=True)
-        return out.stdout.strip()
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
+        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                  *(f":!{path}" for path in OWN_OUTPUTS)],
+                                 cwd=ROOT, capture_output=True, text=True, check=True)
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+    return head.stdout.strip() + ("-dirty" if changed.stdout.strip() else "")
 
 
 def manifest_files():

@@ -359,6 +359,34 @@ def load_results_script():
     return module
 
 
+def test_results_names_the_commit_measured_and_only_code_makes_it_dirty(tmp_path, monkeypatch):
+    """A run in parts rewrites results.json (and README, the plot) between sittings: those must
+    not mark the measured code "-dirty"; any other tracked change must."""
+    if shutil.which("git") is None:
+        pytest.skip("no git")
+    results = load_results_script()
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "docs").mkdir()
+    for name in ("bench/results.json", "README.md", "docs/bench.png", "code.py"):
+        (tmp_path / name).write_text("0")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-q", "-m", "x")
+    monkeypatch.setattr(results, "ROOT", tmp_path)
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
+    for name in ("bench/results.json", "README.md", "docs/bench.png"):
+        (tmp_path / name).write_text("1")
+    (tmp_path / "untracked.txt").write_text("1")
+    assert results.commit() == head
+    (tmp_path / "code.py").write_text("1")
+    assert results.commit() == head + "-dirty"
+
+
 def test_readme_has_the_results_block_and_it_is_replaced_in_place():
     results = load_results_script()
     readme = (ROOT / "README.md").read_text()
