@@ -12,6 +12,7 @@ forged payload cannot allocate more than the segment it claims to be.
 from __future__ import annotations
 
 import lzma
+import threading
 
 import zstandard
 
@@ -33,6 +34,8 @@ _LZMA_DECODE = [{"id": lzma.FILTER_LZMA2, "dict_size": LZMA_DICT_BYTES}]
 # (170 bytes of text before 409 random ones: zlib -1 saved < 1%, zstd -19 13 bytes).
 INCOMPRESSIBLE = 0.99
 PROBE_FROM = 1 << 16
+# Below this both codecs take about a millisecond: a thread would cost more than it saves.
+PARALLEL_FROM = 1 << 14
 
 
 def encode(data: bytes | memoryview) -> tuple[Method, bytes]:
@@ -44,19 +47,44 @@ def encode(data: bytes | memoryview) -> tuple[Method, bytes]:
         probe = zstandard.ZstdCompressor(level=1, write_checksum=False).compress(data)
         if len(probe) >= INCOMPRESSIBLE * len(data):
             return Method.STORED, data
-    best = (Method.STORED, data)
-    zstd = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=False, write_content_size=True).compress(data)
-    # python-zstandard returns its output in a buffer sized for the worst case (the input's size):
-    # copied, a 100-byte frame holds 100 bytes, not 1 MiB, while the archive is assembled.
-    zstd = memoryview(zstd).tobytes()
-    if len(zstd) < len(best[1]):
-        best = (Method.ZSTD, zstd)
     # Both, always: neither wins everywhere (lzma by 1-50% on tables and protobufs, zstd on
     # PDFs), and no cheap test predicted which (a gate on zstd's ratio missed a 2x lzma win).
-    xz = lzma.compress(data, format=lzma.FORMAT_RAW, filters=_LZMA_ENCODE)
+    # Both release the GIL while they compress, so on two cores zstd runs in a thread beside
+    # lzma and the pair takes the slower one's time instead of the sum.
+    if len(data) >= PARALLEL_FROM:
+        zstd_out: list[bytes] = []
+        worker = threading.Thread(target=_zstd_into, args=(data, zstd_out), name="nczip-zstd")
+        worker.start()
+        xz = _lzma_encode(data)
+        worker.join()
+        # The thread failed (MemoryError): again here, where an error reaches the caller.
+        zstd = zstd_out[0] if zstd_out else _zstd_encode(data)
+    else:
+        zstd, xz = _zstd_encode(data), _lzma_encode(data)
+    best = (Method.STORED, data)
+    if len(zstd) < len(best[1]):
+        best = (Method.ZSTD, zstd)
     if len(xz) < len(best[1]):
         best = (Method.LZMA, xz)
     return best
+
+
+def _zstd_encode(data: bytes) -> bytes:
+    zstd = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=False, write_content_size=True).compress(data)
+    # python-zstandard returns its output in a buffer sized for the worst case (the input's size):
+    # copied, a 100-byte frame holds 100 bytes, not 1 MiB, while the archive is assembled.
+    return memoryview(zstd).tobytes()
+
+
+def _zstd_into(data: bytes, out: list[bytes]) -> None:
+    try:
+        out.append(_zstd_encode(data))
+    except Exception:  # noqa: BLE001 - encode() retries in its own thread and lets it raise there
+        pass
+
+
+def _lzma_encode(data: bytes) -> bytes:
+    return lzma.compress(data, format=lzma.FORMAT_RAW, filters=_LZMA_ENCODE)
 
 
 def decode(method: Method, payload: bytes, size: int, where: str) -> bytes:

@@ -7,6 +7,7 @@ import lzma
 import os
 import random
 import struct
+import threading
 from pathlib import Path
 
 import pytest
@@ -117,11 +118,35 @@ def test_the_incompressibility_probe_misjudges_neither_small_inputs_nor_repeats(
     assert method != Method.STORED and len(payload) < 0.6 * 2 * len(block)
 
 
-def test_the_smaller_of_zstd_and_lzma_wins():
-    table = b"".join(struct.pack("<IHH", i, i % 7, (i * 31) % 1000) for i in range(20_000))
-    zstd = zstandard.ZstdCompressor(level=19, write_checksum=False).compress(table)
+@pytest.mark.parametrize("rows", [500, 20_000])  # below and above PARALLEL_FROM: one thread, two
+def test_the_smaller_of_zstd_and_lzma_wins(rows):
+    table = b"".join(struct.pack("<IHH", i, i % 7, (i * 31) % 1000) for i in range(rows))
+    assert (len(table) >= binary.PARALLEL_FROM) == (rows == 20_000)
+    zstd = zstandard.ZstdCompressor(level=19, write_checksum=False, write_content_size=True).compress(table)
     xz = lzma.compress(table, format=lzma.FORMAT_RAW, filters=binary._LZMA_ENCODE)
-    assert len(binary.encode(table)[1]) == min(len(zstd), len(xz))
+    method, payload = binary.encode(table)
+    assert payload == min((zstd, xz), key=len)
+    assert method is (Method.ZSTD if len(zstd) < len(xz) else Method.LZMA)
+
+
+def test_a_zstd_thread_that_fails_is_retried_where_its_error_can_reach_the_caller(monkeypatch):
+    table = b"".join(struct.pack("<IHH", i, i % 7, (i * 31) % 1000) for i in range(20_000))
+    calls, real = [], binary._zstd_encode
+
+    def fails_in_the_worker(data):
+        calls.append(threading.current_thread().name)
+        if calls[-1] == "nczip-zstd":
+            raise MemoryError
+        return real(data)
+
+    expected = binary.encode(table)
+    monkeypatch.setattr(binary, "_zstd_encode", fails_in_the_worker)
+    assert binary.encode(table) == expected
+    assert calls == ["nczip-zstd", threading.current_thread().name]
+
+    monkeypatch.setattr(binary, "_zstd_encode", lambda data: (_ for _ in ()).throw(MemoryError()))
+    with pytest.raises(MemoryError):
+        binary.encode(table)
 
 
 @settings(max_examples=100, deadline=None)
