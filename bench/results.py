@@ -64,16 +64,27 @@ def manifest_files():
     return manifest.bench_files()
 
 
+def measured_when(runs: list[dict]) -> str:
+    """Which day, version and commit measured which files: runs that share all three make one
+    clause ("2026-11-30, nczip 0.1.0 (commit c) for a, b"); files are named only when the
+    clauses differ."""
+    groups: dict[str, list[str] | None] = {}
+    for run in runs:
+        key = f"{run['date'][:10]}, nczip {run['nczip_version']} (commit {run['commit']})"
+        if run["files"] is None:
+            groups[key] = None
+        elif groups.get(key, []) is not None:
+            groups[key] = [*groups.get(key, []), *run["files"]]
+    return "; ".join(key + (f" for {', '.join(files)}" if files and len(groups) > 1 else "")
+                     for key, files in groups.items())
+
+
 def render(report: bench.Report, plot_path: Path | None, settings: str = "default settings") -> str:
     meta, machine = report.meta, report.meta["machine"]
     scope = f"the first {meta['limit']:,} bytes of each file" if meta["limit"] else "whole files except as noted under the table"
     runs = meta.get("runs") or [{"date": meta["date"], "nczip_version": meta["nczip_version"],
                                  "commit": meta.get("commit") or commit(), "files": None}]
-    when = "; ".join(
-        f"{run['date'][:10]}, nczip {run['nczip_version']} (commit {run['commit']})"
-        + (f" for {', '.join(run['files'])}" if run["files"] and len(runs) > 1 else "")
-        for run in runs
-    )
+    when = measured_when(runs)
     lines = [
         f"Measured on {machine['cpu']} ({machine['physical_cores']} physical cores, "
         f"{machine['logical_cpus']} logical CPUs): {when}; {settings}; "

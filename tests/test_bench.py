@@ -469,6 +469,19 @@ def test_results_script_measures_the_corpus_in_parts(tiny_gguf, tmp_path):
     assert [run["files"] for run in report.meta["runs"]] == [names[1:2], names[:1], names[2:]]
     block = readme.read_text().split(results.BEGIN)[1].split(results.END)[0]
     assert sorted({r[0] for r in table_rows_markdown(block)}) == sorted(names)
-    assert f"for {names[1]}" in block
+    # The three parts share a day, a version and a commit: one clause, no file list.
+    assert block.count("(commit ") == 1 and f"for {names[1]}" not in block
     bad = part(["no-such-file.txt"])
     assert bad.returncode != 0 and "not in the text corpus" in bad.stderr
+
+
+def test_measured_when_groups_runs_by_day_version_and_commit():
+    results = load_results_script()
+    run = lambda day, commit, files: {"date": f"2026-11-{day}T01:00:00+00:00", "nczip_version": "0.1.0",
+                                      "commit": commit, "files": files}
+    assert results.measured_when([run(29, "a1", ["x"]), run(30, "b2", ["y"]), run(30, "b2", ["z"]),
+                                  run(30, "c3", ["w"])]) == (
+        "2026-11-29, nczip 0.1.0 (commit a1) for x; 2026-11-30, nczip 0.1.0 (commit b2) for y, z; "
+        "2026-11-30, nczip 0.1.0 (commit c3) for w")
+    assert results.measured_when([run(30, "b2", ["y"]), run(30, "b2", ["z"])]) == "2026-11-30, nczip 0.1.0 (commit b2)"
+    assert results.measured_when([run(30, "b2", None)]) == "2026-11-30, nczip 0.1.0 (commit b2)"
