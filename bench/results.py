@@ -72,9 +72,9 @@ def measured_when(runs: list[dict]) -> str:
     for run in runs:
         key = f"{run['date'][:10]}, nczip {run['nczip_version']} (commit {run['commit']})"
         if run["files"] is None:
-            groups[key] = None
-        elif groups.get(key, []) is not None:
-            groups[key] = [*groups.get(key, []), *run["files"]]
+            groups[key] = None  # a whole-corpus run: no file list for its clause
+        elif groups.setdefault(key, []) is not None:
+            groups[key].extend(run["files"])
     return "; ".join(key + (f" for {', '.join(files)}" if files and len(groups) > 1 else "")
                      for key, files in groups.items())
 

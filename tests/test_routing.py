@@ -36,6 +36,11 @@ def text(n: int) -> bytes:
     return (PROSE * (n // len(PROSE) + 1))[:n]
 
 
+def table_bytes(rows: int) -> bytes:
+    """A binary table, 8 bytes per row, that zstd and lzma both shrink."""
+    return b"".join(struct.pack("<IHH", i, i % 7, (i * 31) % 1000) for i in range(rows))
+
+
 # --- route.plan ---------------------------------------------------------------------------------
 
 
@@ -100,7 +105,7 @@ def test_spans_cover_the_input_alternate_and_respect_characters(parts, seed):
 
 def test_incompressible_data_is_stored_and_structured_data_is_compressed():
     assert binary.encode(noise(10_000))[0] is Method.STORED
-    table = b"".join(struct.pack("<IHH", i, i % 7, (i * 31) % 1000) for i in range(20_000))
+    table = table_bytes(20_000)
     method, payload = binary.encode(table)
     assert method in (Method.ZSTD, Method.LZMA) and len(payload) < len(table) // 3
     assert binary.decode(method, payload, len(table), "segment 1 of 1") == table
@@ -120,7 +125,7 @@ def test_the_incompressibility_probe_misjudges_neither_small_inputs_nor_repeats(
 
 @pytest.mark.parametrize("rows", [500, 20_000])  # below and above PARALLEL_FROM: one thread, two
 def test_the_smaller_of_zstd_and_lzma_wins(rows):
-    table = b"".join(struct.pack("<IHH", i, i % 7, (i * 31) % 1000) for i in range(rows))
+    table = table_bytes(rows)
     assert (len(table) >= binary.PARALLEL_FROM) == (rows == 20_000)
     zstd = zstandard.ZstdCompressor(level=19, write_checksum=False, write_content_size=True).compress(table)
     xz = lzma.compress(table, format=lzma.FORMAT_RAW, filters=binary._LZMA_ENCODE)
@@ -130,7 +135,7 @@ def test_the_smaller_of_zstd_and_lzma_wins(rows):
 
 
 def test_a_zstd_thread_that_fails_is_retried_where_its_error_can_reach_the_caller(monkeypatch):
-    table = b"".join(struct.pack("<IHH", i, i % 7, (i * 31) % 1000) for i in range(20_000))
+    table = table_bytes(20_000)
     calls, real = [], binary._zstd_encode
 
     def fails_in_the_worker(data):
@@ -195,7 +200,7 @@ def auto(tiny_gguf):
 
 
 def test_binary_input_never_touches_the_model(auto, tmp_path):
-    data = b"".join(struct.pack("<IHH", i, i % 7, (i * 31) % 1000) for i in range(5000))
+    data = table_bytes(5000)
     loaded = auto.models_loaded
     archive = auto.compress(data)
     header, _ = container.read_header(archive)
@@ -252,7 +257,7 @@ def weak_fallback(monkeypatch):
 
 
 def test_mixed_archives_hold_llm_and_binary_segments(tiny_gguf, weak_fallback):
-    table = b"".join(struct.pack("<IHH", i, i % 7, (i * 31) % 1000) for i in range(1500))
+    table = table_bytes(1500)
     data = text(9000) + noise(6000) + text(9000) + table + text(9000)  # more text than binary
     with Compressor(model=tiny_gguf, threads=1, window=64) as c:
         archive = c.compress(data)
@@ -312,7 +317,7 @@ def test_streaming_reads_of_plain_archives(auto):
 
     import nczip
 
-    data = b"".join(struct.pack("<IHH", i, i % 7, (i * 31) % 1000) for i in range(5000))
+    data = table_bytes(5000)
     for original in (data, b""):
         with nczip.open(io.BytesIO(auto.compress(original)), "rb", compressor=auto) as f:
             assert f.read() == original
