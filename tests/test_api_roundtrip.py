@@ -473,6 +473,12 @@ PINNED_ARCHIVE_SHA256 = {
     ("llama.cpp-fa2-sw", "restart"): "ca7f71ae038d1dc295a768af79f91b8d5b88fef8779ccbd6f346ce68aea554be",
     ("llama.cpp-fa2", "restart"): "35cd4084a868097e3b67e90ef961ed6a8d9e7ead94284744742e56d85623d537",
 }
+# The same archives' coded payloads alone: a change of the container's form leaves them as they are.
+PINNED_PAYLOAD_SHA256 = {
+    ("llama.cpp-fa2-sw", "shift"): "ee55b1c53dae29ada25abaf1b52c8b7344392b5fa7f2b9ed707fdf3136b5468c",
+    ("llama.cpp-fa2-sw", "restart"): "0086986f15b006a9781e3ae8abbf5fc66295f843ce1126779718cc4801f94549",
+    ("llama.cpp-fa2", "restart"): "0086986f15b006a9781e3ae8abbf5fc66295f843ce1126779718cc4801f94549",
+}
 PINNED_CPU_FLAGS_SHA256 = "6a93d771884cba54d837828ce732aaad0bec1243d7fa6d288a3359b8166e7e4a"  # the dev machine of 2026-11-29, 2 cores
 
 
@@ -496,6 +502,8 @@ def test_pinned_archive_of_a_fixed_input(tiny_gguf, backend_id, slide):
         archive = c.compress(data)
         assert c.decompress(archive) == data
     assert container.read_header(archive)[0].backend == backend_id
+    payloads = b"".join(s.payload for s in container.read_archive(archive).segments)
+    assert hashlib.sha256(payloads).hexdigest() == PINNED_PAYLOAD_SHA256[backend_id, slide]
     assert hashlib.sha256(archive).hexdigest() == PINNED_ARCHIVE_SHA256[backend_id, slide]
 
 
