@@ -35,6 +35,7 @@ __all__ = [
     "MAX_SEGMENTS",
     "MAX_CODED_SEGMENT",
     "FLAG_SINGLE",
+    "FLAG_LLM_SINGLE",
     "Method",
     "Params",
     "Header",
@@ -69,7 +70,12 @@ MAX_CODED_SEGMENT = 2**20
 # segment (a stored, zstd or lzma fallback) has a compact header and no segment table, so that
 # nczip's worst case is zstd or lzma plus ~60 bytes.
 FLAG_SINGLE = 0x0001
-_KNOWN_FLAGS = FLAG_SINGLE
+# LLM_SINGLE: an archive of one LLM segment (a text file of up to 1 MiB, nczip's common case)
+# keeps every field of the general header but writes its integers as varints and its one segment
+# record inside the header body: ~55 bytes less than the general form, 2% of the archive of a
+# 20 KB English text.
+FLAG_LLM_SINGLE = 0x0002
+_KNOWN_FLAGS = FLAG_SINGLE | FLAG_LLM_SINGLE
 
 _U8 = struct.Struct("<B")
 _U16 = struct.Struct("<H")
@@ -289,6 +295,33 @@ def _pack_header_body(header: Header) -> bytes:
     return b"".join(parts)
 
 
+def _pack_llm_single_body(archive: Archive) -> bytes:
+    header, (segment,) = archive.header, archive.segments
+    backend = header.backend.encode("ascii")
+    name = header.model_name.encode("utf-8")
+    parts = [
+        _U8.pack(len(backend)), backend,
+        _varint(len(name)), name,
+        header.model_sha256,
+        _varint(header.original_size),
+        header.original_sha256,
+        _varint(len(header.params)),
+    ]  # fmt: skip
+    for key, value in header.params.items():  # Params iterates in sorted order
+        parts += [_U8.pack(len(key)), key.encode("ascii"), _varint(_zigzag(value))]
+    parts += [_varint(segment.token_count), _varint(len(segment.payload)), _U32.pack(zlib.crc32(segment.payload))]
+    return b"".join(parts)
+
+
+def _zigzag(value: int) -> int:
+    """A signed 64-bit value as an unsigned one that is small when |value| is: 0, -1, 1, -2 -> 0, 1, 2, 3."""
+    return 2 * value if value >= 0 else -2 * value - 1
+
+
+def _unzigzag(value: int) -> int:
+    return (value >> 1) ^ -(value & 1)
+
+
 def _pack_single_body(archive: Archive) -> bytes:
     parts = [_varint(archive.header.original_size), archive.header.original_sha256]
     for segment in archive.segments:
@@ -311,9 +344,10 @@ def write_archive_to(archive: Archive, stream: BinaryIO) -> int:
 
     Payloads are written one by one, never joined, so peak memory stays near the archive's size.
     """
-    if _needs_single_form(archive.header, archive.segments):  # the only form such archives take
-        body = _pack_single_body(archive)
-        fixed = _FIXED.pack(MAGIC, FORMAT_VERSION, FLAG_SINGLE, len(body))
+    single = _single_form_of(archive)
+    if single is not None:  # the only form such archives take
+        flag, body = single
+        fixed = _FIXED.pack(MAGIC, FORMAT_VERSION, flag, len(body))
         head = fixed + body + _U32.pack(zlib.crc32(body, zlib.crc32(fixed)))
         stream.write(head)
         for segment in archive.segments:
@@ -343,6 +377,19 @@ def write_archive_to(archive: Archive, stream: BinaryIO) -> int:
         stream.write(segment.payload)
         written += len(segment.payload)
     return written
+
+
+def _single_form_of(archive: Archive) -> tuple[int, bytes] | None:
+    """(flag, header body) of the SINGLE or LLM_SINGLE form that `archive` takes, or None for the
+    general form. An LLM_SINGLE body over the header limit (a model name near 64 KiB) keeps the
+    general form, whose fixed-width fields may fit where varints would not."""
+    if _needs_single_form(archive.header, archive.segments):
+        return FLAG_SINGLE, _pack_single_body(archive)
+    if len(archive.segments) == 1 and archive.segments[0].method is Method.LLM:
+        body = _pack_llm_single_body(archive)
+        if len(body) <= MAX_HEADER_BODY:
+            return FLAG_LLM_SINGLE, body
+    return None
 
 
 class _Counter:
@@ -408,7 +455,7 @@ def _crc_note(stored: int, computed: int) -> str:
 
 def read_header(data: bytes) -> tuple[Header, int]:
     """Parse and check the header; return it and the offset where the segment table starts
-    (where the payload starts, in the SINGLE form).
+    (where the payload starts, in the SINGLE and LLM_SINGLE forms).
 
     Needs only a prefix of the archive that contains the header, so a caller can check the
     model before reading or verifying anything else.
@@ -420,12 +467,13 @@ def read_header(data: bytes) -> tuple[Header, int]:
 class _SingleRecord(NamedTuple):
     method: Method
     original_size: int
+    token_count: int
     payload_size: int
     crc: int
 
 
 def _read_head(data: bytes) -> tuple[Header, int, list[_SingleRecord] | None]:
-    """The header, where what follows it starts, and for the SINGLE form its (0 or 1) records."""
+    """The header, where what follows it starts, and for the SINGLE forms their (0 or 1) records."""
     data = bytes(data)
     if data[:4] != MAGIC:
         if not data:
@@ -458,6 +506,8 @@ def _read_head(data: bytes) -> tuple[Header, int, list[_SingleRecord] | None]:
             f"unsupported flags 0x{flags:04x}: format version {FORMAT_VERSION} defines "
             f"0x{_KNOWN_FLAGS:04x} only (the archive was written by a newer nczip, or its header is damaged)"
         )
+    if flags == FLAG_SINGLE | FLAG_LLM_SINGLE:
+        raise FormatError("header is malformed: flags SINGLE and LLM_SINGLE exclude each other")
     if body_len > MAX_HEADER_BODY:
         raise FormatError(f"header body length {body_len} exceeds the limit of {MAX_HEADER_BODY}")
 
@@ -471,6 +521,9 @@ def _read_head(data: bytes) -> tuple[Header, int, list[_SingleRecord] | None]:
     if flags & FLAG_SINGLE:
         header, records = _parse_single_body(data, _FIXED.size, body_end)
         return header, reader.pos, records
+    if flags & FLAG_LLM_SINGLE:
+        header, record = _parse_llm_single_body(data, _FIXED.size, body_end)
+        return header, reader.pos, [record]
     return _parse_header_body(data, _FIXED.size, body_end), reader.pos, None
 
 
@@ -489,11 +542,8 @@ def _parse_single_body(data: bytes, start: int, end: int) -> tuple[Header, list[
             method = _check_segment(method, original_size, 0, payload_size)
         except ValueError as e:
             raise FormatError(f"segment 1 of 1 is malformed: {e}") from None
-        records.append(_SingleRecord(method, original_size, payload_size, crc))
-    if r.pos != end:
-        raise FormatError(
-            f"header is malformed: {end - r.pos} unexpected bytes at the end of the header body"
-        )
+        records.append(_SingleRecord(method, original_size, 0, payload_size, crc))
+    _check_consumed(r, end)
     return Header("", "", bytes(32), original_size, original_sha256, Params()), records
 
 
@@ -521,13 +571,44 @@ def _parse_header_body(data: bytes, start: int, end: int) -> Header:
     original_size = r.unpack(_U64, "original size")
     original_sha256 = r.take(32, "original SHA-256")
 
-    count = r.unpack(_U16, "parameter count")
+    params = _read_params(r, r.unpack(_U16, "parameter count"), lambda what: r.unpack(_I64, what))
+    _check_consumed(r, end)
+    return _checked_header(backend, model_name, model_sha256, original_size, original_sha256, params)
+
+
+def _parse_llm_single_body(data: bytes, start: int, end: int) -> tuple[Header, _SingleRecord]:
+    r = _Reader(data, start, end, _malformed_body)
+    try:
+        backend = r.take(r.unpack(_U8, "backend id length"), "backend id").decode("ascii")
+        name_len = _read_varint(r, "model name length")
+        model_name = r.take(name_len, "model name").decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise FormatError(f"header is malformed: {e}") from None
+    model_sha256 = r.take(32, "model SHA-256")
+    original_size = _read_varint(r, "original size")
+    original_sha256 = r.take(32, "original SHA-256")
+    params = _read_params(
+        r, _read_varint(r, "parameter count"), lambda what: _unzigzag(_read_varint(r, what))
+    )
+    token_count = _read_varint(r, "token count")
+    payload_size = _read_varint(r, "payload size")
+    crc = r.unpack(_U32, "payload CRC-32")
+    _check_consumed(r, end)
+    try:
+        method = _check_segment(Method.LLM, original_size, token_count, payload_size)
+    except ValueError as e:
+        raise FormatError(f"segment 1 of 1 is malformed: {e}") from None
+    header = _checked_header(backend, model_name, model_sha256, original_size, original_sha256, params)
+    return header, _SingleRecord(method, original_size, token_count, payload_size, crc)
+
+
+def _read_params(r: _Reader, count: int, read_value) -> Params:
     if count > MAX_PARAMS:
         raise FormatError(f"header is malformed: {count} parameters, the limit is {MAX_PARAMS}")
     params: list[tuple[str, int]] = []
     for i in range(count):
         raw_key = r.take(r.unpack(_U8, f"parameter {i} key length"), f"parameter {i} key")
-        value = r.unpack(_I64, f"parameter {i} value")
+        value = read_value(f"parameter {i} value")
         key = raw_key.decode("ascii", errors="replace")
         # Strictly increasing keys: no duplicates, and one canonical encoding per header.
         if params and key <= params[-1][0]:
@@ -536,15 +617,19 @@ def _parse_header_body(data: bytes, start: int, end: int) -> Header:
                 f"does not sort after {params[-1][0]!r}"
             )
         params.append((key, value))
+    return Params(params)
 
+
+def _check_consumed(r: _Reader, end: int) -> None:
     if r.pos != end:
         raise FormatError(
             f"header is malformed: {end - r.pos} unexpected bytes at the end of the header body"
         )
+
+
+def _checked_header(backend, model_name, model_sha256, original_size, original_sha256, params) -> Header:
     try:
-        return Header(
-            backend, model_name, model_sha256, original_size, original_sha256, Params(params)
-        )
+        return Header(backend, model_name, model_sha256, original_size, original_sha256, params)
     except ValueError as e:  # key syntax, printable backend id, ...: the same rules as for callers
         raise FormatError(f"header is malformed: {e}") from None
 
@@ -613,7 +698,7 @@ def _needs_single_form(header: Header, segments) -> bool:
 
 
 def _single_entries(records: list[_SingleRecord], offset: int) -> tuple[list[_Entry], int]:
-    entries = [_Entry(rec.method, rec.original_size, 0, offset, rec.payload_size, rec.crc) for rec in records]
+    entries = [_Entry(rec.method, rec.original_size, rec.token_count, offset, rec.payload_size, rec.crc) for rec in records]
     return entries, offset + sum(rec.payload_size for rec in records)
 
 

@@ -15,8 +15,10 @@ import pty
 import re
 import select
 import stat
+import struct
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 from typing import NamedTuple
 
@@ -796,3 +798,35 @@ def test_a_file_output_that_fails_its_check_leaves_nothing(nczip, tmp_path, monk
     assert r.rc == 1
     assert_error_line(r.err, "a.bin.ncz", "does not match")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin.ncz"]
+
+
+def _in_the_general_form(archive: bytes) -> bytes:
+    """The same one-LLM-segment archive in the general form, as nczip wrote it before the
+    LLM_SINGLE form existed: built with struct from docs/format.md, not with nczip's writer."""
+    header, (segment,) = (parsed := container.read_archive(archive)).header, parsed.segments
+    backend, name = header.backend.encode("ascii"), header.model_name.encode("utf-8")
+    body = struct.pack("<B", len(backend)) + backend + struct.pack("<H", len(name)) + name + header.model_sha256
+    body += struct.pack("<Q", header.original_size) + header.original_sha256 + struct.pack("<H", len(header.params))
+    for key, value in header.params.items():
+        body += struct.pack("<B", len(key)) + key.encode("ascii") + struct.pack("<q", value)
+    head = container.MAGIC + struct.pack("<HHI", 1, 0, len(body)) + body
+    table = struct.pack("<I", 1) + struct.pack(
+        "<BQQQI", 1, segment.original_size, segment.token_count, len(segment.payload), zlib.crc32(segment.payload))
+    return (head + struct.pack("<I", zlib.crc32(head)) + table + struct.pack("<I", zlib.crc32(table))
+            + segment.payload)
+
+
+def test_text_takes_the_llm_single_form_and_older_general_archives_still_decode(nczip, tmp_path, monkeypatch,
+                                                                                 model_args, archive_of):
+    monkeypatch.chdir(tmp_path)
+    data = b"One text segment, coded by the model, in the compact header form. " * 6
+    archive = archive_of(data)
+    assert struct.unpack_from("<H", archive, 6)[0] == container.FLAG_LLM_SINGLE
+    older = _in_the_general_form(archive)
+    assert len(older) - len(archive) >= 50
+    for name, blob in (("new.ncz", archive), ("old.ncz", older)):
+        Path(name).write_bytes(blob)
+        assert nczip(*model_args, "-dc", name).out == data, name  # streams: container.read_prefix
+        assert nczip("test", *model_args, name).rc == 0, name
+        info = nczip("info", name)
+        assert info.rc == 0 and re.search(rb"original size: +%d bytes" % len(data), info.out), name

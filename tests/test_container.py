@@ -4,6 +4,7 @@ Hostile archives are built here with `struct` directly from docs/format.md, not 
 writer, so a bug shared by writer and reader cannot hide itself.
 """
 
+import dataclasses
 import hashlib
 import io
 import random
@@ -17,6 +18,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from nczip.container import (
+    FLAG_LLM_SINGLE,
+    FLAG_SINGLE,
     MAGIC,
     MAX_HEADER_BODY,
     MAX_PARAMS,
@@ -27,6 +30,8 @@ from nczip.container import (
     Method,
     Params,
     Segment,
+    SegmentEntry,
+    archive_size,
     damaged_segments,
     is_archive,
     read_archive,
@@ -81,7 +86,8 @@ MANY = make_archive(
 SINGLE_ZSTD = make_archive(
     [(Method.ZSTD, b"world", 0, bytes.fromhex("28b52ffd2005290000776f726c64"))], backend="", model_name=""
 )
-FIXED_ARCHIVES = {"empty": EMPTY, "golden": GOLDEN_ARCHIVE, "many": MANY, "single": SINGLE_ZSTD}
+LLM_ONE = make_archive([(Method.LLM, b"hello, world", 5, b"\x12\x34\x56")], params={"temp_milli": -1, "ctx": 2048})
+FIXED_ARCHIVES = {"empty": EMPTY, "golden": GOLDEN_ARCHIVE, "many": MANY, "single": SINGLE_ZSTD, "llm_single": LLM_ONE}
 
 
 # --- raw builders, straight from docs/format.md ----------------------------------------------
@@ -277,6 +283,27 @@ def test_golden_bytes():
     golden = bytes.fromhex(GOLDEN_HEX)
     assert write_archive(GOLDEN_ARCHIVE) == golden
     assert read_archive(golden) == GOLDEN_ARCHIVE
+
+
+# docs/format.md's second example: the same text as one LLM segment, in the LLM_SINGLE form.
+LLM_SINGLE_HEX = (
+    "894e435a" "0100" "0200" "6b000000"
+    "09" "6c6c616d612e637070"  # backend id
+    "06" "6d2e67677566"  # model name, varint length
+    "9372c470eeadd5ecd9c3c74c2b3cb633f8e2f2fad799250a0f70d652b6b825e4"
+    "0c"  # original size
+    "09ca7e4eaa6e8ae9c7d261167129184883644d07dfba7cbfbc4c8a2e08360d5b"
+    "02" "03637478" "8020" "0a74656d705f6d696c6c69" "01"  # ctx = 2048, temp_milli = -1 (zigzag)
+    "05" "03" "3aa9c1d9"  # tokens, payload size, payload CRC-32
+    "6493d882"  # header CRC-32
+    "123456"
+)
+
+
+def test_llm_single_golden_bytes():
+    golden = bytes.fromhex(LLM_SINGLE_HEX)
+    assert write_archive(LLM_ONE) == golden
+    assert read_archive(golden) == LLM_ONE
 
 
 # --- caller errors ---------------------------------------------------------------------------
@@ -565,7 +592,10 @@ def test_max_size_llm_segment_with_empty_payload_is_valid():
     data = header_of(2**64 - 1) + raw_table([(1, 2**64 - 1, 2**64 - 1, 0, 0)])
     archive = read_archive(data)
     assert archive.segments[0].original_size == 2**64 - 1
-    assert write_archive(archive) == data
+    # Written again, one LLM segment takes the LLM_SINGLE form (varints of up to 10 bytes).
+    rewritten = write_archive(archive)
+    assert struct.unpack_from("<H", rewritten, 6)[0] == FLAG_LLM_SINGLE
+    assert read_archive(rewritten) == archive
 
 
 # --- damage detection at every offset ---------------------------------------------------------
@@ -647,12 +677,17 @@ def test_random_archives_round_trip(archive):
 
 
 def read_or_error(data):
-    """Read `data`; only NczipError may escape. An accepted input must be canonical."""
+    """Read `data`; only NczipError may escape. An accepted input must be canonical, but for the
+    general form of one LLM segment (written before LLM_SINGLE), which writes back in LLM_SINGLE."""
     try:
         archive = read_archive(data)
     except NczipError:
         return None
-    assert write_archive(archive) == data
+    written = write_archive(archive)
+    if struct.unpack_from("<H", data, 6)[0] == 0 and [s.method for s in archive.segments] == [Method.LLM]:
+        assert struct.unpack_from("<H", written, 6)[0] == FLAG_LLM_SINGLE and read_archive(written) == archive
+    else:
+        assert written == data
     return archive
 
 
@@ -690,8 +725,8 @@ def test_crc_fixed_mutations_raise_only_nczip_errors(archive, data):
     (flags, body_len) = struct.unpack_from("<HI", raw, 6)
     body = raw[12 : 12 + body_len]
     table_start = 12 + body_len + 4
-    if flags == 1:  # the SINGLE form: a body and the payload, no table
-        fixed = MAGIC + struct.pack("<HHI", 1, 1, len(body := mutate(data, body)))
+    if flags in (FLAG_SINGLE, FLAG_LLM_SINGLE):  # a body and the payload, no table
+        fixed = MAGIC + struct.pack("<HHI", 1, flags, len(body := mutate(data, body)))
         edited = fixed + body + struct.pack("<I", zlib.crc32(fixed + body)) + raw[table_start:]
         assume(edited != raw)
         read_or_error(edited)
@@ -787,5 +822,106 @@ def test_coded_segments_are_bounded_in_the_general_form_too():
 
 
 def test_unknown_flags_name_the_known_ones():
-    with pytest.raises(UnsupportedVersionError, match="flags 0x0002: format version 1 defines 0x0001 only"):
-        read_header(raw_header(varint(0) + ZERO32, flags=2))
+    with pytest.raises(UnsupportedVersionError, match="flags 0x0004: format version 1 defines 0x0003 only"):
+        read_header(raw_header(varint(0) + ZERO32, flags=4))
+
+
+def test_single_and_llm_single_exclude_each_other():
+    with pytest.raises(FormatError, match="SINGLE and LLM_SINGLE exclude each other"):
+        read_header(raw_header(varint(0) + ZERO32, flags=3))
+
+
+# --- the LLM_SINGLE form ------------------------------------------------------------------------
+
+
+def zigzag(value):
+    """docs/format.md's spelling: (v << 1) XOR (v >> 63), as an unsigned 64-bit value."""
+    return ((value << 1) ^ (value >> 63)) & (2**64 - 1)
+
+
+def raw_llm_single(*, backend=b"t", name=b"", model=MODEL_SHA, size=1, sha=ZERO32, params=(), count=None,
+                   tokens=1, payload=b"", payload_size=None, crc=None, flags=FLAG_LLM_SINGLE, tail=b""):
+    """An LLM_SINGLE archive straight from docs/format.md; `tail` is appended to the body."""
+    body = struct.pack("<B", len(backend)) + backend + varint(len(name)) + name + model + varint(size) + sha
+    body += varint(len(params) if count is None else count)
+    for key, value in params:
+        body += struct.pack("<B", len(key)) + key + varint(zigzag(value))
+    body += varint(tokens) + varint(len(payload) if payload_size is None else payload_size)
+    body += struct.pack("<I", zlib.crc32(payload) if crc is None else crc) + tail
+    return raw_header(body, flags=flags) + payload
+
+
+def test_llm_single_form_bytes_follow_the_doc():
+    data = write_archive(LLM_ONE)
+    sha = hashlib.sha256(b"hello, world").digest()
+    expected = raw_llm_single(backend=b"llama.cpp", name=b"m.gguf", size=12, sha=sha,
+                              params=[(b"ctx", 2048), (b"temp_milli", -1)], tokens=5, payload=b"\x12\x34\x56")
+    assert data == expected
+    # 12 fixed + 10 backend id + 7 name + 32 + 1 size + 32 + 1 count + (1 + 3 + 2) + (1 + 10 + 1)
+    # + 1 tokens + 1 payload size + 4 CRC + 4 header CRC: 123 bytes where the general form takes 176.
+    assert len(data) - 3 == 123
+    general = raw_header(raw_body(backend=b"llama.cpp", name=b"m.gguf", model=MODEL_SHA, size=12, sha=sha,
+                                  params=[(b"ctx", 2048), (b"temp_milli", -1)]))
+    general += raw_table([(1, 12, 5, 3, zlib.crc32(b"\x12\x34\x56"))])
+    assert len(general) == 176
+    assert read_archive(general + b"\x12\x34\x56") == LLM_ONE  # archives written before LLM_SINGLE
+
+
+@pytest.mark.parametrize("params", [{}, {"a": -(2**63), "b": -1, "c": 0, "d": 1, "e": 63, "f": 64, "z9_": 2**63 - 1}])
+def test_llm_single_form_round_trips_params(params):
+    archive = make_archive([(Method.LLM, b"some text", 3, b"\x01\x02")], params=params)
+    data = write_archive(archive)
+    assert struct.unpack_from("<H", data, 6)[0] == FLAG_LLM_SINGLE
+    assert read_archive(data) == archive
+    assert archive_size(archive) == len(data)
+    header, entries = read_prefix(io.BytesIO(data))
+    assert header == archive.header
+    assert entries == [SegmentEntry(Method.LLM, 9, 3, 2, zlib.crc32(b"\x01\x02"))]
+
+
+def test_an_llm_single_body_over_the_limit_keeps_the_general_form():
+    # Varints of the largest sizes take 10 bytes where the general form has 8: with a model name
+    # that fills the general body to near its limit, the LLM_SINGLE body would not fit.
+    size = 2**64 - 1
+    name = "n" * (MAX_HEADER_BODY - 90)
+    header = Header("llama.cpp", name, MODEL_SHA, size, ZERO32, {})
+    archive = Archive(header, (Segment(Method.LLM, size, size, b""),))
+    data = write_archive(archive)
+    assert struct.unpack_from("<H", data, 6)[0] == 0
+    assert read_archive(data) == archive
+    smaller = Archive(dataclasses.replace(header, model_name="n" * (MAX_HEADER_BODY - 120)), archive.segments)
+    assert struct.unpack_from("<H", write_archive(smaller), 6)[0] == FLAG_LLM_SINGLE
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        (dict(tokens=0), "LLM segment has token count 0"),
+        (dict(size=3, tokens=4), "LLM segment has token count 4, expected 1 to its original size 3"),
+        (dict(size=0), "LLM segment has token count 1, expected 1 to its original size 0|original_size"),
+        (dict(count=MAX_PARAMS + 1), "257 parameters, the limit is 256"),
+        (dict(params=[(b"b", 1), (b"a", 1)]), "parameter key 'a' does not sort after 'b'"),
+        (dict(params=[(b"B", 1)]), "param key must match"),
+        (dict(backend=b"\x01"), "backend must be"),
+        (dict(name=b"\xff"), "header is malformed"),
+        (dict(tail=b"\x00"), "1 unexpected bytes at the end of the header body"),
+        (dict(payload=b"x", payload_size=2), "truncated archive|needs"),
+    ],
+)
+def test_malformed_llm_single_body(changes, message):
+    with pytest.raises((FormatError, TruncatedError), match=message):
+        read_archive(raw_llm_single(**changes))
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        (b"\x00" + b"\x80\x00", "model name length is not a canonical"),  # 0 in two bytes
+        (b"\x00\x00" + MODEL_SHA + b"\xff" * 9 + b"\x02", "original size is not a canonical 64-bit"),  # 2**64
+        (b"\x00\x00" + MODEL_SHA + b"\x01" + ZERO32 + b"\x01\x01a" + b"\xff" * 10, "longer than 10 bytes"),
+        (b"\x00\x00" + MODEL_SHA + b"\x01" + ZERO32 + b"\x00\x01\x01", "needs"),  # no CRC
+    ],
+)
+def test_malformed_llm_single_varints(body, message):
+    with pytest.raises(FormatError, match=message):
+        read_archive(raw_header(body, flags=FLAG_LLM_SINGLE))

@@ -5,7 +5,8 @@
 
 Every input must either parse or raise an NczipError (FormatError, TruncatedError, ...): any
 other exception, a hang or a crash is a bug. What parses must survive the rest of the reading
-API, and write back to the same bytes (the format has one encoding per archive). With a corpus
+API, and write back to the same bytes (the format has one encoding per archive; the general form of one
+LLM segment, written before LLM_SINGLE, writes back in that form). With a corpus
 directory, the fuzzer saves interesting inputs there; without one, it starts from the seeds
 below, valid archives of every segment method. The suite's hypothesis tests (test_container.py)
 cover the same ground at a smaller scale on every run.
@@ -28,7 +29,7 @@ with atheris.instrument_imports(enable_loader_override=False):
 
 def seeds() -> list[bytes]:
     """Small valid archives: empty, STORED, ZSTD, LZMA and LLM segments, with and without
-    params, in the general and the SINGLE form."""
+    params, in the general, the SINGLE and the LLM_SINGLE form."""
     def archive(segments: list[Segment], params: dict[str, int]) -> bytes:
         size = sum(s.original_size for s in segments)
         header = Header("llama.cpp", "m.gguf", hashlib.sha256(b"m").digest(), size, hashlib.sha256(b"x").digest(), params)
@@ -46,6 +47,7 @@ def seeds() -> list[bytes]:
         archive([], {}),
         archive([Segment(Method.STORED, 3, 0, b"abc")], {"window": 64}),
         archive([Segment(Method.LLM, 10, 4, b"\x01\x02\x03"), Segment(Method.ZSTD, 5, 0, b"zz")], {"cdf_bits": 31, "keep": 2}),
+        archive([Segment(Method.LLM, 12, 5, b"\x12\x34\x56")], {"temp_milli": -1, "window": 4096}),  # LLM_SINGLE
     ]
 
 
@@ -60,6 +62,8 @@ def with_fixed_crcs(data: bytes) -> bytes:
     if crc_at + 4 > len(out):
         return bytes(out)
     out[crc_at : crc_at + 4] = zlib.crc32(out[:crc_at]).to_bytes(4, "little")
+    if int.from_bytes(out[6:8], "little") & (container.FLAG_SINGLE | container.FLAG_LLM_SINGLE):
+        return bytes(out)  # no segment table: the payload follows the header CRC
     table = crc_at + 4
     if table + 4 > len(out):
         return bytes(out)
@@ -100,7 +104,14 @@ def check(data: bytes) -> None:
                 pass
         container.is_archive(data[:16])
         return
-    assert container.write_archive(archive) == data, "parsed archive does not write back to its bytes"
+    written = container.write_archive(archive)
+    flags = int.from_bytes(data[6:8], "little")
+    if flags == 0 and [s.method for s in archive.segments] == [Method.LLM]:
+        # The general form of one LLM segment, as written before LLM_SINGLE: it writes back in LLM_SINGLE.
+        assert int.from_bytes(written[6:8], "little") == container.FLAG_LLM_SINGLE
+        assert container.read_archive(written) == archive
+    else:
+        assert written == data, "parsed archive does not write back to its bytes"
     assert container.damaged_segments(data) == []
     header, entries = container.read_prefix(io.BytesIO(data))
     assert header == archive.header and len(entries) == len(archive.segments)
