@@ -2,6 +2,7 @@
 
     nczip [FILE...]            compress FILE to FILE.ncz (stdin -> stdout without FILE)
     nczip -d [FILE.ncz...]     decompress
+    nczip -t|-l FILE.ncz...    test, list (the `test` and `info` subcommands)
     nczip compress|decompress|info|test ...
     nczip bench [FILE...]      nczip against gzip, bzip2, xz and zstd (see bench.py)
 
@@ -38,10 +39,17 @@ class GzipStyleGroup(click.Group):
     """`nczip FILE` compresses and `nczip -d FILE` decompresses, like gzip, beside the subcommands.
 
     When the first argument is not a subcommand, the arguments go to `compress`, or to
-    `decompress` when -d/--decompress (alone or inside a cluster such as -dc) is among them.
+    `decompress` when -d/--decompress (alone or inside a cluster such as -dc) is among them, to
+    `test` for gzip's -t/--test (-tv too) and to `info` for gzip's -l/--list.
     """
 
-    _DECOMPRESS_FLAGS = ("--decompress", "--uncompress")
+    # Long flag -> command, and short letter -> command; the first one named wins, as the
+    # letters are removed from the arguments (gzip -dt tests, so test and list outrank -d).
+    _LONG = {"--decompress": "decompress", "--uncompress": "decompress", "--test": "test", "--list": "info"}
+    _SHORT = {"t": "test", "l": "info", "d": "decompress"}
+    _RANK = ("compress", "decompress", "test", "info")
+    # Flags without a value that may be clustered (-dc, -tv); -o takes one (-ofile is not a cluster).
+    _CLUSTER = frozenset("cdfklqtv")
 
     def parse_args(self, ctx, args):
         if not args or (args[0] not in self.commands and args[0] not in ("--help", "-h", "--version")):
@@ -50,17 +58,24 @@ class GzipStyleGroup(click.Group):
 
     def _route(self, args: list[str]) -> list[str]:
         command = "compress"
+
+        def name(found: str) -> None:
+            nonlocal command
+            command = max(command, found, key=self._RANK.index)
+
         routed = []
         for i, arg in enumerate(args):
             if arg == "--":
                 routed.extend(args[i:])
                 break
-            if arg in self._DECOMPRESS_FLAGS:
-                command = "decompress"
+            if arg in self._LONG:
+                name(self._LONG[arg])
                 continue
-            if arg.startswith("-") and not arg.startswith("--") and "d" in arg[1:] and arg[1:].isalpha():
-                command = "decompress"
-                arg = "-" + arg[1:].replace("d", "")
+            if arg.startswith("-") and not arg.startswith("--") and set(arg[1:]) <= self._CLUSTER and len(arg) > 1:
+                for letter, found in self._SHORT.items():
+                    if letter in arg[1:]:
+                        name(found)
+                        arg = arg.replace(letter, "")
                 if arg == "-":
                     continue
             routed.append(arg)
@@ -163,14 +178,15 @@ def info(files):
 
 @cli.command()
 @click.argument("files", nargs=-1, type=click.Path())
-@click.option("-q", "--quiet", is_flag=True)
+@click.option("-q", "--quiet", is_flag=True, help="Say nothing of archives that check out.")
+@click.option("-v", "--verbose", count=True, help="Also report sizes, bpb and speed.")
 @MODEL_OPTION
 @BACKEND_OPTION
 @DEVICE_OPTION
 @THREADS_OPTION
-def test(files, quiet, model_path, backend, device, threads):
+def test(files, quiet, verbose, model_path, backend, device, threads):
     """Decode archives and verify them, writing nothing."""
-    run = Run(quiet, 0, False)
+    run = Run(quiet, verbose, False)
     with Compressor(model=model_path, backend=backend, device=device, threads=threads) as compressor:
         for source in files or ("-",):
             def check(source=source):

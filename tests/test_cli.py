@@ -225,6 +225,38 @@ def test_decompress_spellings(nczip, tmp_path, monkeypatch, model_args, archive_
     assert (tmp_path / "f.txt.ncz").exists() == kept
 
 
+@pytest.mark.parametrize("spelling", [["test"], ["-t"], ["--test"], ["-tv"], ["-dt"], ["-t", "-q"]], ids=" ".join)
+def test_gzip_test_spellings(nczip, tmp_path, monkeypatch, model_args, archive_of, spelling):
+    monkeypatch.chdir(tmp_path)
+    Path("f.txt.ncz").write_bytes(archive_of(TEXT))
+    Path("bad.ncz").write_bytes(archive_of(TEXT)[:-1])
+    r = nczip(*spelling, *model_args, "f.txt.ncz")
+    assert r.rc == 0, r
+    assert r.out == b"" and sorted(os.listdir()) == ["bad.ncz", "f.txt.ncz"]  # writes nothing
+    assert ("f.txt.ncz: OK" in r.err) == ("-q" not in spelling)
+    assert ("bpb" in r.err) == (spelling == ["-tv"])
+    bad = nczip(*spelling, *model_args, "bad.ncz")
+    assert bad.rc == 1 and "bad.ncz" in bad.err
+
+
+@pytest.mark.parametrize("spelling", [["info"], ["-l"], ["--list"]], ids=" ".join)
+def test_gzip_list_spellings(nczip, tmp_path, monkeypatch, archive_of, spelling):
+    monkeypatch.chdir(tmp_path)
+    Path("f.txt.ncz").write_bytes(archive_of(TEXT))
+    r = nczip(*spelling, "f.txt.ncz")
+    assert r.rc == 0, r
+    assert re.search(rb"original size: +%d bytes" % len(TEXT), r.out)
+
+
+def test_an_output_name_is_not_read_as_flags(nczip, tmp_path, monkeypatch, model_args):
+    """-o takes a value: `-otld` names the output file tld, it does not ask for test, list or -d."""
+    monkeypatch.chdir(tmp_path)
+    Path("a.txt").write_bytes(TEXT)
+    r = nczip(*model_args, "-k", "-otld", "a.txt")
+    assert r.rc == 0, r
+    assert Path("tld").read_bytes()[:4] == container.MAGIC
+
+
 def test_subcommands_keep_stdout_output(nczip, tmp_path, monkeypatch, model_args):
     monkeypatch.chdir(tmp_path)
     Path("a.txt").write_bytes(TEXT)
