@@ -303,6 +303,8 @@ class Compressor:
         params = check_header(header)
         archive = container.read_archive(data)
         count = len(archive.segments)
+        if any(seg.method == Method.LLM for seg in archive.segments):
+            self.check_model(header, params)
         digest, size = hashlib.sha256(), 0
         for i, seg in enumerate(archive.segments):
             part = self.decode_segment(header, params, i, count, seg.method, seg.original_size, seg.token_count,
@@ -336,6 +338,13 @@ class Compressor:
         if len(part) != original_size:
             raise ChecksumError(f"segment {index + 1} of {count} decoded to {len(part)} bytes, expected {original_size}")
         return part
+
+    def check_model(self, header: Header, params: CodecParams) -> None:
+        """Raise ModelMismatchError unless this compressor's model and backend can decode the
+        archive's LLM segments. Readers call it before handing out any segment's bytes, so the
+        wrong model is refused before the first byte even when segments that need no model
+        (stored, zstd, lzma) come first."""
+        self._model_for(header, params)
 
     def _model_for(self, header: Header, params: CodecParams) -> LanguageModel:
         backend = _backend_of(header.backend)

@@ -143,15 +143,20 @@ def compress(files, to_stdout, output, keep, force, quiet, verbose, model_path, 
              llm_only, route, slide, verify):
     """Compress FILES (or standard input) to FILE.ncz."""
     run = Run(quiet, verbose, force)
-    try:
-        compressor = Compressor(model=model_path, backend=backend, device=device, threads=threads, window=window,
-                                lanes=lanes, llm_only=llm_only, route=route, slide=slide)
-    except ValueError as exc:  # options that do not go together
-        raise click.UsageError(str(exc)) from None
-    with compressor:
+    with compressor_of(model=model_path, backend=backend, device=device, threads=threads, window=window,
+                       lanes=lanes, llm_only=llm_only, route=route, slide=slide) as compressor:
         for source, target in plan_outputs(files, to_stdout, output, decompressing=False):
             run.guard(source, lambda: compress_one(run, compressor, source, target, keep, verify))
     run.exit()
+
+
+def compressor_of(**options) -> Compressor:
+    """A Compressor for the command's options; options that do not go together (--device without
+    --backend torch, ...) are a usage error (exit 2), not an internal one."""
+    try:
+        return Compressor(**options)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 @cli.command()
@@ -160,7 +165,7 @@ def compress(files, to_stdout, output, keep, force, quiet, verbose, model_path, 
 def decompress(files, to_stdout, output, keep, force, quiet, verbose, model_path, backend, device, threads):
     """Decompress FILE.ncz (or standard input)."""
     run = Run(quiet, verbose, force)
-    with Compressor(model=model_path, backend=backend, device=device, threads=threads) as compressor:
+    with compressor_of(model=model_path, backend=backend, device=device, threads=threads) as compressor:
         for source, target in plan_outputs(files, to_stdout, output, decompressing=True):
             run.guard(source, lambda: decompress_one(run, compressor, source, target, keep))
     run.exit()
@@ -187,7 +192,7 @@ def info(files):
 def test(files, quiet, verbose, model_path, backend, device, threads):
     """Decode archives and verify them, writing nothing."""
     run = Run(quiet, verbose, False)
-    with Compressor(model=model_path, backend=backend, device=device, threads=threads) as compressor:
+    with compressor_of(model=model_path, backend=backend, device=device, threads=threads) as compressor:
         for source in files or ("-",):
             def check(source=source):
                 if source == "-" and sys.stdin.isatty():

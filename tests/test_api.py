@@ -1,6 +1,8 @@
 """The library API: nczip.compress / decompress / open / Compressor, like gzip's and zstandard's."""
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import io
 
 import pytest
@@ -74,6 +76,22 @@ def test_file_object_modes_and_errors(tiny_gguf):
         nczip.open(buffer, "rt")
     with pytest.raises(ValueError, match="not both"):
         nczip.open(buffer, "rb", compressor=nczip.Compressor(model=tiny_gguf), threads=1)
+
+
+def test_streaming_read_refuses_the_wrong_model_before_a_segment_that_needs_none(tiny_gguf, tiny_gguf_other):
+    text = CASES["ascii"] * 2
+    head = b"\x00\xff stored first \x01" * 4
+    with nczip.Compressor(model=tiny_gguf, threads=1, route="llm") as c:
+        coded = container.read_archive(c.compress(text))
+    header = dataclasses.replace(coded.header, original_size=len(head) + len(text),
+                                 original_sha256=hashlib.sha256(head + text).digest())
+    mixed = container.write_archive(container.Archive(
+        header, (container.Segment(container.Method.STORED, len(head), 0, head), *coded.segments)))
+    with nczip.open(io.BytesIO(mixed), model=tiny_gguf, threads=1) as f:
+        assert f.read(len(head)) == head and f.read() == text
+    with nczip.open(io.BytesIO(mixed), model=tiny_gguf_other, threads=1) as f:
+        with pytest.raises(nczip.ModelMismatchError):
+            f.read(1)
 
 
 def test_streaming_read_detects_damage_and_trailing_bytes(tiny_gguf, small_segments):

@@ -7,6 +7,7 @@ the real 250 MB default model is never loaded here.
 """
 from __future__ import annotations
 
+import dataclasses
 import errno
 import hashlib
 import io
@@ -135,12 +136,14 @@ def test_version_and_unknown_option_in_a_process():
 @pytest.mark.parametrize(
     "args",
     [["-o", "x.ncz", "a", "b"], ["-c", "-o", "x.ncz", "a"], ["--threads", "0"], ["--window", "1"],
-     ["--backend", "torch", "--slide", "shift", "a"], ["--device", "cpu", "a"]],
-    ids=["o-two-inputs", "o-and-c", "bad-threads", "bad-window", "torch-cannot-shift", "device-without-torch"],
+     ["--backend", "torch", "--slide", "shift", "a"], ["--device", "cpu", "a"], ["-d", "--device", "cpu", "a.ncz"],
+     ["test", "--device", "cpu", "a.ncz"]],
+    ids=["o-two-inputs", "o-and-c", "bad-threads", "bad-window", "torch-cannot-shift", "device-without-torch",
+         "decompress-device-without-torch", "test-device-without-torch"],
 )
 def test_usage_errors_exit_2(nczip, tmp_path, monkeypatch, args):
     monkeypatch.chdir(tmp_path)
-    for name in ("a", "b"):
+    for name in ("a", "b", "a.ncz"):
         (tmp_path / name).write_bytes(TEXT)
     before = listing(tmp_path)
     r = nczip(*args)
@@ -862,3 +865,21 @@ def test_text_takes_the_llm_single_form_and_older_general_archives_still_decode(
         assert nczip("test", *model_args, name).rc == 0, name
         info = nczip("info", name)
         assert info.rc == 0 and re.search(rb"original size: +%d bytes" % len(data), info.out), name
+
+
+def test_the_wrong_model_is_refused_before_a_byte_even_after_a_segment_that_needs_none(
+        nczip, tmp_path, monkeypatch, model_args, archive_of, tiny_gguf_other):
+    """A stored segment first, an LLM segment second: with another model, -dc writes nothing."""
+    monkeypatch.chdir(tmp_path)
+    coded = container.read_archive(archive_of(TEXT))
+    head = b"\x00\xff bytes that need no model \x01" * 4
+    header = dataclasses.replace(coded.header, original_size=len(head) + len(TEXT),
+                                 original_sha256=hashlib.sha256(head + TEXT).digest())
+    mixed = container.Archive(header, (container.Segment(container.Method.STORED, len(head), 0, head), *coded.segments))
+    Path("m.ncz").write_bytes(container.write_archive(mixed))
+    assert nczip(*model_args, "-dc", "m.ncz").out == head + TEXT
+    for command in (["-dc"], ["test"]):
+        r = nczip(*command, "--model", str(tiny_gguf_other), "--threads", "1", "m.ncz")
+        assert r.rc == 1 and r.out == b"", r
+        assert_error_line(r.err, "m.ncz", "needs model")
+        assert "already written" not in r.err
