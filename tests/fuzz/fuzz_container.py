@@ -29,7 +29,8 @@ with atheris.instrument_imports(enable_loader_override=False):
 
 def seeds() -> list[bytes]:
     """Small valid archives: empty, STORED, ZSTD, LZMA and LLM segments, with and without
-    params, in the general, the SINGLE and the LLM_SINGLE form."""
+    params, in the general, the SINGLE and the LLM_SINGLE form, and one LLM segment in the general
+    form as nczip wrote it before LLM_SINGLE."""
     def archive(segments: list[Segment], params: dict[str, int]) -> bytes:
         size = sum(s.original_size for s in segments)
         header = Header("llama.cpp", "m.gguf", hashlib.sha256(b"m").digest(), size, hashlib.sha256(b"x").digest(), params)
@@ -48,7 +49,21 @@ def seeds() -> list[bytes]:
         archive([Segment(Method.STORED, 3, 0, b"abc")], {"window": 64}),
         archive([Segment(Method.LLM, 10, 4, b"\x01\x02\x03"), Segment(Method.ZSTD, 5, 0, b"zz")], {"cdf_bits": 31, "keep": 2}),
         archive([Segment(Method.LLM, 12, 5, b"\x12\x34\x56")], {"temp_milli": -1, "window": 4096}),  # LLM_SINGLE
+        general_form_of_one_llm_segment(),
     ]
+
+
+def general_form_of_one_llm_segment() -> bytes:
+    """One LLM segment in the general form, as written before LLM_SINGLE (the writer no longer
+    makes it): struct, from docs/format.md."""
+    payload = b"\x12\x34\x56"
+    body = b"\x09llama.cpp" + (6).to_bytes(2, "little") + b"m.gguf" + hashlib.sha256(b"m").digest()
+    body += (12).to_bytes(8, "little") + hashlib.sha256(b"x").digest() + (1).to_bytes(2, "little")
+    body += b"\x06window" + (4096).to_bytes(8, "little", signed=True)
+    head = container.MAGIC + (1).to_bytes(2, "little") + bytes(2) + len(body).to_bytes(4, "little") + body
+    table = (1).to_bytes(4, "little") + bytes([1]) + (12).to_bytes(8, "little") + (5).to_bytes(8, "little")
+    table += len(payload).to_bytes(8, "little") + zlib.crc32(payload).to_bytes(4, "little")
+    return head + zlib.crc32(head).to_bytes(4, "little") + table + zlib.crc32(table).to_bytes(4, "little") + payload
 
 
 def with_fixed_crcs(data: bytes) -> bytes:
