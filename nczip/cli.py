@@ -1,7 +1,7 @@
 """The nczip command line: gzip's habits over the library in api.py.
 
     nczip [FILE...]            compress FILE to FILE.ncz (stdin -> stdout without FILE)
-    nczip -d [FILE.ncz...]     decompress
+    nczip -d [FILE.ncz...]     decompress (-r: the files below directories)
     nczip -t|-l FILE.ncz...    test, list (the `test` and `info` subcommands)
     nczip compress|decompress|info|test ...
     nczip bench [FILE...]      nczip against gzip, bzip2, xz and zstd (see bench.py)
@@ -49,7 +49,7 @@ class GzipStyleGroup(click.Group):
     _SHORT = {"t": "test", "l": "info", "d": "decompress"}
     _RANK = ("compress", "decompress", "test", "info")
     # Flags without a value that may be clustered (-dc, -tv); -o takes one (-ofile is not a cluster).
-    _CLUSTER = frozenset("cdfklqtv")
+    _CLUSTER = frozenset("cdfklqrtv")
 
     def parse_args(self, ctx, args):
         if not args or (args[0] not in self.commands and args[0] not in ("--help", "-h", "--version")):
@@ -111,6 +111,7 @@ def common_options(func):
         click.option("-c", "--stdout", "to_stdout", is_flag=True, help="Write to standard output, keep input files."),
         click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write to this file (one input only)."),
         click.option("-k", "--keep", is_flag=True, help="Keep (don't delete) input files."),
+        click.option("-r", "--recursive", is_flag=True, help="Go into directories: every regular file below them."),
         click.option("-f", "--force", is_flag=True, help="Overwrite existing output; write to a terminal."),
         click.option("-q", "--quiet", is_flag=True, help="No progress line or summaries."),
         click.option("-v", "--verbose", count=True, help="Report sizes, bpb and speed (-vv: ideal code length too)."),
@@ -139,13 +140,13 @@ def cli():
 @click.option("--route", type=click.Choice(["auto", "llm"]), default="auto", show_default=True, help=ROUTE_HELP)
 @click.option("--slide", type=click.Choice(["shift", "restart"]), default=None, help=SLIDE_HELP)
 @click.option("--verify/--no-verify", default=None, help="Decode the archive before deleting the input (default: on when the input is deleted).")
-def compress(files, to_stdout, output, keep, force, quiet, verbose, model_path, backend, device, threads, window, lanes,
+def compress(files, to_stdout, output, keep, recursive, force, quiet, verbose, model_path, backend, device, threads, window, lanes,
              llm_only, route, slide, verify):
     """Compress FILES (or standard input) to FILE.ncz."""
     run = Run(quiet, verbose, force)
     with compressor_of(model=model_path, backend=backend, device=device, threads=threads, window=window,
                        lanes=lanes, llm_only=llm_only, route=route, slide=slide) as compressor:
-        for source, target in plan_outputs(files, to_stdout, output, decompressing=False):
+        for source, target in plan_outputs(files, to_stdout, output, decompressing=False, recursive=recursive):
             run.guard(source, lambda: compress_one(run, compressor, source, target, keep, verify))
     run.exit()
 
@@ -162,11 +163,11 @@ def compressor_of(**options) -> Compressor:
 @cli.command()
 @click.argument("files", nargs=-1, type=click.Path())
 @common_options
-def decompress(files, to_stdout, output, keep, force, quiet, verbose, model_path, backend, device, threads):
+def decompress(files, to_stdout, output, keep, recursive, force, quiet, verbose, model_path, backend, device, threads):
     """Decompress FILE.ncz (or standard input)."""
     run = Run(quiet, verbose, force)
     with compressor_of(model=model_path, backend=backend, device=device, threads=threads) as compressor:
-        for source, target in plan_outputs(files, to_stdout, output, decompressing=True):
+        for source, target in plan_outputs(files, to_stdout, output, decompressing=True, recursive=recursive):
             run.guard(source, lambda: decompress_one(run, compressor, source, target, keep))
     run.exit()
 
@@ -367,9 +368,11 @@ def _closing_progress(line: ProgressLine):
         line.close()
 
 
-def plan_outputs(files, to_stdout: bool, output: str | None, *, decompressing: bool):
+def plan_outputs(files, to_stdout: bool, output: str | None, *, decompressing: bool, recursive: bool = False):
     """(source, target) pairs; target None means standard output."""
     sources = list(files) or ["-"]
+    if recursive:
+        sources = [path for source in sources for path in files_below(source, decompressing)]
     if output is not None and len(sources) != 1:
         raise click.UsageError("-o/--output takes exactly one input file")
     if output is not None and to_stdout:
@@ -385,6 +388,23 @@ def plan_outputs(files, to_stdout: bool, output: str | None, *, decompressing: b
             yield source, source[: -len(SUFFIX)] if source.endswith(SUFFIX) else ""
         else:
             yield source, source + SUFFIX
+
+
+def files_below(source: str, decompressing: bool) -> list[str]:
+    """-r: a directory stands for the regular files below it, in name order: when compressing
+    those without the .ncz suffix, when decompressing those with it (the others are left alone,
+    as gzip -r leaves them, without a message for each). Symbolic links are not followed. Any
+    other argument stands for itself."""
+    if source == "-" or os.path.islink(source) or not os.path.isdir(source):
+        return [source]
+    found = []
+    for root, dirs, names in os.walk(source):  # does not follow links to directories
+        dirs.sort()
+        for name in sorted(names):
+            path = os.path.join(root, name)
+            if not os.path.islink(path) and os.path.isfile(path) and path.endswith(SUFFIX) == decompressing:
+                found.append(path)
+    return found
 
 
 def refuse_symlink(run: Run, source: str) -> None:

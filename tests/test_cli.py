@@ -883,3 +883,36 @@ def test_the_wrong_model_is_refused_before_a_byte_even_after_a_segment_that_need
         assert r.rc == 1 and r.out == b"", r
         assert_error_line(r.err, "m.ncz", "needs model")
         assert "already written" not in r.err
+
+
+def test_recursive_goes_into_directories(nczip, tmp_path, monkeypatch, model_args):
+    """-r: every regular file below a directory, like gzip -r; .ncz files are left alone when
+    compressing, and only they are decompressed; symbolic links are not followed."""
+    monkeypatch.chdir(tmp_path)
+    texts = {"d/a.txt": TEXT, "d/sub/b.txt": TEXT[::-1], "top.txt": TEXT[:100]}
+    for name, data in texts.items():
+        Path(name).parent.mkdir(parents=True, exist_ok=True)
+        Path(name).write_bytes(data)
+    Path("d/old.ncz").write_bytes(b"not compressed again")
+    Path("outside.txt").write_bytes(TEXT)
+    os.symlink(tmp_path / "outside.txt", "d/link.txt")
+    r = nczip(*model_args, "-r", "d", "top.txt")
+    assert r.rc == 0, r
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file() and not p.is_symlink()) == [
+        "d/a.txt.ncz", "d/old.ncz", "d/sub/b.txt.ncz", "outside.txt", "top.txt.ncz"]
+    assert Path("d/old.ncz").read_bytes() == b"not compressed again"
+    Path("d/old.ncz").unlink()
+    r = nczip(*model_args, "-dr", "d")  # a cluster with -d, like gzip -dr
+    assert r.rc == 0, r
+    for name, data in texts.items():
+        assert Path(name).read_bytes() == data if name != "top.txt" else Path("top.txt.ncz").exists()
+    assert not list(Path("d").rglob("*.ncz"))
+
+
+def test_without_recursive_a_directory_is_still_refused(nczip, tmp_path, monkeypatch, model_args):
+    monkeypatch.chdir(tmp_path)
+    Path("d").mkdir()
+    (Path("d") / "a.txt").write_bytes(TEXT)
+    r = nczip(*model_args, "d")
+    assert r.rc == 1 and "is a directory" in r.err
+    assert sorted(os.listdir("d")) == ["a.txt"]
