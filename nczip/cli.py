@@ -128,7 +128,16 @@ def common_options(func):
 @click.group(cls=GzipStyleGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="nczip")
 def cli():
-    """Lossless compression of text with a language model as the predictor."""
+    """Lossless compression of text with a language model as the predictor.
+
+    \b
+    As gzip:
+      nczip FILE...          compress each FILE to FILE.ncz (removed once verified; -k keeps it)
+      nczip -d FILE.ncz...   decompress (-c: to standard output)
+      nczip -t / -l FILE.ncz test, list
+      cat x | nczip > x.ncz  filter standard input to standard output
+    Each command's options: nczip COMMAND --help (nczip compress --help for the plain forms).
+    """
 
 
 @cli.command()

@@ -121,6 +121,7 @@ def test_help(nczip):
         r = nczip(*args)
         assert r.rc == 0, (args, r)
         assert b"Usage:" in r.out
+    assert b"nczip -d FILE.ncz" in nczip("--help").out  # the gzip forms are shown, not only the commands
 
 
 def test_version_and_unknown_option_in_a_process():
