@@ -43,8 +43,9 @@ class GzipStyleGroup(click.Group):
     `test` for gzip's -t/--test (-tv too) and to `info` for gzip's -l/--list.
     """
 
-    # Long flag -> command, and short letter -> command; the first one named wins, as the
-    # letters are removed from the arguments (gzip -dt tests, so test and list outrank -d).
+    # Long flag -> command, and short letter -> command; the letters are taken out of the
+    # arguments. When several are named, the latest in _RANK wins (gzip -dt tests: test and
+    # list outrank -d).
     _LONG = {"--decompress": "decompress", "--uncompress": "decompress", "--test": "test", "--list": "info"}
     _SHORT = {"t": "test", "l": "info", "d": "decompress"}
     _RANK = ("compress", "decompress", "test", "info")
