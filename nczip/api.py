@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 from . import binary, container, route, segment, tokens
 from .container import Archive, Header, Method, Segment
@@ -303,8 +303,7 @@ class Compressor:
         params = check_header(header)
         archive = container.read_archive(data)
         count = len(archive.segments)
-        if any(seg.method == Method.LLM for seg in archive.segments):
-            self.check_model(header, params)
+        self.check_model(header, params, [seg.method for seg in archive.segments])
         digest, size = hashlib.sha256(), 0
         for i, seg in enumerate(archive.segments):
             part = self.decode_segment(header, params, i, count, seg.method, seg.original_size, seg.token_count,
@@ -339,12 +338,14 @@ class Compressor:
             raise ChecksumError(f"segment {index + 1} of {count} decoded to {len(part)} bytes, expected {original_size}")
         return part
 
-    def check_model(self, header: Header, params: CodecParams) -> None:
+    def check_model(self, header: Header, params: CodecParams, methods: Sequence[Method]) -> None:
         """Raise ModelMismatchError unless this compressor's model and backend can decode the
-        archive's LLM segments. Readers call it before handing out any segment's bytes, so the
-        wrong model is refused before the first byte even when segments that need no model
-        (stored, zstd, lzma) come first."""
-        self._model_for(header, params)
+        archive's LLM segments (`methods`: every segment's); nothing to check without one.
+        Readers call it before handing out any segment's bytes, so the wrong model is refused
+        before the first byte even when segments that need no model (stored, zstd, lzma) come
+        first."""
+        if Method.LLM in methods:
+            self._model_for(header, params)
 
     def _model_for(self, header: Header, params: CodecParams) -> LanguageModel:
         backend = _backend_of(header.backend)

@@ -155,8 +155,7 @@ class NczipFile(io.BufferedIOBase):
         if self._header is None:
             self._header, self._entries = container.read_prefix(self._fileobj)
             self._params = check_header(self._header)
-            if any(entry.method == container.Method.LLM for entry in self._entries):
-                self._compressor.check_model(self._header, self._params)
+            self._compressor.check_model(self._header, self._params, [entry.method for entry in self._entries])
         count = len(self._entries)
         if self._next_segment == count:
             self._check_end()  # an archive of no segments still has its end to check
