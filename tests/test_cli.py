@@ -838,18 +838,15 @@ def test_a_file_output_that_fails_its_check_leaves_nothing(nczip, tmp_path, monk
 
 def _in_the_general_form(archive: bytes) -> bytes:
     """The same one-LLM-segment archive in the general form, as nczip wrote it before the
-    LLM_SINGLE form existed: built with struct from docs/format.md, not with nczip's writer."""
+    LLM_SINGLE form existed: test_container's struct builders, not nczip's writer."""
+    from test_container import raw_body, raw_header, raw_table
+
     header, (segment,) = (parsed := container.read_archive(archive)).header, parsed.segments
-    backend, name = header.backend.encode("ascii"), header.model_name.encode("utf-8")
-    body = struct.pack("<B", len(backend)) + backend + struct.pack("<H", len(name)) + name + header.model_sha256
-    body += struct.pack("<Q", header.original_size) + header.original_sha256 + struct.pack("<H", len(header.params))
-    for key, value in header.params.items():
-        body += struct.pack("<B", len(key)) + key.encode("ascii") + struct.pack("<q", value)
-    head = container.MAGIC + struct.pack("<HHI", 1, 0, len(body)) + body
-    table = struct.pack("<I", 1) + struct.pack(
-        "<BQQQI", 1, segment.original_size, segment.token_count, len(segment.payload), zlib.crc32(segment.payload))
-    return (head + struct.pack("<I", zlib.crc32(head)) + table + struct.pack("<I", zlib.crc32(table))
-            + segment.payload)
+    body = raw_body(backend=header.backend.encode("ascii"), name=header.model_name.encode("utf-8"),
+                    model=header.model_sha256, size=header.original_size, sha=header.original_sha256,
+                    params=[(key.encode("ascii"), value) for key, value in header.params.items()])
+    record = (1, segment.original_size, segment.token_count, len(segment.payload), zlib.crc32(segment.payload))
+    return raw_header(body) + raw_table([record]) + segment.payload
 
 
 def test_text_takes_the_llm_single_form_and_older_general_archives_still_decode(nczip, tmp_path, monkeypatch,
