@@ -18,6 +18,8 @@ from tiny_model import BOS_ID, BYTE_TOKEN_OFFSET, EOS_ID, PAD_ID, TINY_N_VOCAB, 
 
 llama_cpp = pytest.importorskip("llama_cpp")
 
+from nczip.models.llama_cpp import model_params  # noqa: E402
+
 try:  # the high-level Llama(verbose=False) does the same: route llama.cpp's log to /dev/null
     from llama_cpp._logger import set_verbose
 
@@ -47,7 +49,7 @@ class LowLevel:
         self, path: Path, *, n_threads: int = 1, n_ctx: int = 1024, n_batch: int = 256, flash_attn: int | None = None
     ):
         llama_cpp.llama_backend_init()
-        mparams = llama_cpp.llama_model_default_params()
+        mparams = model_params(llama_cpp)  # nczip's: without the AMX buffers that crash on AMX CPUs
         self.model = llama_cpp.llama_model_load_from_file(str(path).encode(), mparams)
         assert self.model, f"cannot load {path}"
         self.vocab = llama_cpp.llama_model_get_vocab(self.model)
@@ -375,7 +377,8 @@ def test_every_llama_backend_id_decodes_as_it_was_coded(tiny_gguf_q8):
     data = (ENGLISH.encode() * 40)[:3000]
     payloads = {}
     for backend_id in BACKEND_IDS:
-        with Compressor(model=str(tiny_gguf_q8), route="llm", threads=2, lanes=1, window=2048, llm_only=True) as c:
+        with Compressor(model=str(tiny_gguf_q8), route="llm", threads=2, lanes=1, window=2048, llm_only=True,
+                        backend="llama") as c:
             c._loaded_model(2048).default_backend_id = backend_id  # what nczip wrote when this id was the default
             archive = c.compress(data)
             assert c._model.n_ctx >= 1000 and c.last_stats.tokens > 1000
@@ -399,7 +402,8 @@ def test_shifted_windows_round_trip_and_do_not_depend_on_thread_count(tiny_gguf,
 
     model = tiny_gguf_q8 if head == "own" else tiny_gguf
     data = (ENGLISH.encode() * 200)[:20_000]
-    options = dict(model=str(model), route="llm", lanes=4, lane_tokens=64, primer=16, window=1000, slide="shift")
+    options = dict(model=str(model), route="llm", lanes=4, lane_tokens=64, primer=16, window=1000, slide="shift",
+                   backend="llama")
     with Compressor(threads=1, **options) as one, Compressor(threads=2, **options) as two:
         archive = one.compress(data)
         # ~2,300 tokens per lane: a shift at 1,000, then every 250 tokens
@@ -432,7 +436,7 @@ def test_llama_cpp_calls_no_python_while_coding(tiny_gguf, monkeypatch):
     # As right after `import llama_cpp`: its Python callback installed (another test may have left ours).
     llama_cpp.llama_log_set(python_logger.llama_log_callback, ctypes.c_void_p(0))
     data = (ENGLISH.encode() * 20)[:4_000]
-    with Compressor(model=str(tiny_gguf), threads=1, route="llm", window=64, slide="shift") as compressor:
+    with Compressor(model=str(tiny_gguf), threads=1, route="llm", window=64, slide="shift", backend="llama") as compressor:
         archive = compressor.compress(data)  # windows of 64 tokens shift every 16
         assert compressor.decompress(archive) == data
     assert CountingLevels.calls == 0

@@ -98,6 +98,25 @@ def _discard_llama_log(lib) -> None:
     lib.llama_log_set(_log_sink, ctypes.c_void_p(0))
 
 
+def _cpu_has_amx() -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return "amx_int8" in f.read().split()
+    except OSError:
+        return False
+
+
+def model_params(lib):
+    """llama.cpp's model parameters, without its AMX buffer type on CPUs that have AMX: there
+    ggml's AMX matrix product crashed inside llama_decode (segmentation fault in
+    ggml_backend_amx_mul_mat, llama-cpp-python 0.3.36 on a Xeon with amx_int8), so no archive
+    was ever coded with it and leaving it out changes nothing that decodes today."""
+    params = lib.llama_model_default_params()
+    if _cpu_has_amx() and hasattr(params, "use_extra_bufts"):
+        params.use_extra_bufts = False
+    return params
+
+
 @contextlib.contextmanager
 def _quiet_stderr():
     """llama.cpp prints loading chatter on fd 2 from C; keep the CLI's stderr clean."""
@@ -191,7 +210,7 @@ class LlamaCppModel(VocabularyOf):
         self.n_batch = n_batch
         with _quiet_stderr():
             lib.llama_backend_init()
-            self._model = lib.llama_model_load_from_file(str(model.path).encode(), lib.llama_model_default_params())
+            self._model = lib.llama_model_load_from_file(str(model.path).encode(), model_params(lib))
         if not self._model:
             raise NczipError(f"cannot load model {model.path}: llama.cpp could not read it as a GGUF model")
         self.vocab = LlamaVocab(lib, self._model, model.name)
