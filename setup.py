@@ -6,7 +6,12 @@ on every machine, so floating-point contraction (FMA) and fast-math reassociatio
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-SOURCES = ["cext/rangecoder.c", "cext/cdf.c", "cext/ensemble.c", "cext/head.c", "cext/team.c", "cext/module.c"]
+SOURCES = [
+    "cext/rangecoder.c", "cext/cdf.c", "cext/ensemble.c", "cext/head.c", "cext/team.c", "cext/module.c",
+    # the engine (cext/engine.h)
+    "cext/eng_math.c", "cext/eng_matmul.c", "cext/eng_attn.c", "cext/eng_pool.c", "cext/eng_model.c",
+    "cext/eng_gemma3.c", "cext/py_engine.c",
+]
 
 
 class DeterministicBuildExt(build_ext):

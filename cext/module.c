@@ -16,6 +16,8 @@
 
 #include "nczip.h"
 
+int ncz_py_engine_add(PyObject *module); /* py_engine.c */
+
 /* Tables smaller than this are coded without releasing the GIL: the switch costs more. */
 #define NOGIL_MIN_ITEMS 2048
 
@@ -1202,6 +1204,8 @@ static int module_exec(PyObject *module)
     if (PyModule_AddObjectRef(module, "Ensemble", (PyObject *)st->Ensemble) < 0)
         return -1;
     if (PyModule_AddIntConstant(module, "MAX_PRECISION", NCZ_MAX_PRECISION) < 0)
+        return -1;
+    if (ncz_py_engine_add(module) < 0)
         return -1;
     return 0;
 }
