@@ -39,9 +39,11 @@ CODEC_PRESETS = {
 }
 DEFAULT_MODEL_NAME = "gemma-3-270m-q4_k_m.gguf"
 ROUTES = ("auto", "llm")
-# --backend: llama.cpp (the default) or PyTorch/transformers; their floats differ, so an archive
-# names the one that made it (header.backend) and only that one decodes it.
-BACKENDS = ("llama", "torch")
+# --backend: nczip's own engine (the default where it runs the model: Gemma-3 GGUFs), llama.cpp
+# (other GGUF architectures) or PyTorch/transformers. Their floats differ, so an archive names
+# the one that made it (header.backend) and only that one decodes it. The engine's archives
+# decode on any machine; llama.cpp's and torch's only where the same floats come out.
+BACKENDS = ("engine", "llama", "torch")
 
 
 def physical_cores() -> int:
@@ -103,6 +105,8 @@ class Compressor:
         device: str | None = None,
         slide: str | None = None,
     ):
+        if backend is None and model is not None and os.path.isdir(model):
+            backend = "torch"  # a transformers model directory: only torch loads one
         if slide is None:  # the torch backend's cache cannot shift (TorchModel.shift_lane)
             slide = "restart" if backend == "torch" else "shift"
         if slide not in SLIDES:
@@ -155,11 +159,13 @@ class Compressor:
         """The model, loaded once per backend; the codec shapes its context per segment (configure).
         `backend`, `device` and `threads` default to the compressor's own (an archive's decoder
         passes the archive's)."""
-        backend = backend or self.backend or "llama"
+        backend = backend or self.backend or self._default_backend()
         device = device or self.device
         threads = threads or self.threads
         model = self._model
         if model is not None:
+            if backend == "engine" and _backend_of(model.identity.backend) == "engine":
+                return model
             if backend == "llama" and _backend_of(model.identity.backend) == "llama":
                 model.use_backend_id(backend_id or model.default_backend_id)
                 return model
@@ -175,6 +181,12 @@ class Compressor:
             from .models.torch_model import TorchModel
 
             self._model = TorchModel(model_file, n_ctx=n_ctx, threads=threads, device=device)
+        elif backend == "engine":
+            if model_file.path.is_dir():
+                raise NczipError(f"{model_file.name} is a model directory: nczip's engine needs a GGUF file (or use --backend torch)")
+            from .models.engine import EngineModel
+
+            self._model = EngineModel(model_file, n_ctx=n_ctx, threads=threads)
         else:
             if model_file.path.is_dir():
                 raise NczipError(f"{model_file.name} is a model directory: llama.cpp needs a GGUF file (or use --backend torch)")
@@ -184,6 +196,13 @@ class Compressor:
             self._model.use_backend_id(backend_id or self._model.default_backend_id)
         self.models_loaded += 1
         return self._model
+
+    def _default_backend(self) -> str:
+        """The engine where it runs the model (a Gemma-3 GGUF), else llama.cpp."""
+        model_file = self.model_file()
+        from .models import engine
+
+        return "engine" if engine.supports(model_file.path) else "llama"
 
     def close(self) -> None:
         if self._model is not None:
@@ -272,7 +291,7 @@ class Compressor:
             codec[_SLIDE_KEY] = self.params.slide
         preset = next((number for number, values in CODEC_PRESETS.items() if values == codec), None)
         return Header(
-            backend=self._model.identity.backend if self._model is not None else _LLAMA_BACKEND_ID,
+            backend=self._model.identity.backend if self._model is not None else _ENGINE_BACKEND_ID,
             model_name=model_file.name,
             model_sha256=model_file.sha256,
             original_size=size,
@@ -352,7 +371,7 @@ class Compressor:
         if backend is None:
             raise ModelMismatchError(
                 f"archive was made with backend {header.backend!r}, which this nczip does not know "
-                f"(it knows {', '.join(_LLAMA_BACKEND_IDS)}, torch-cpu-f32-tN and torch-cuda-f32)"
+                f"(it knows {', '.join(_ENGINE_BACKEND_IDS + _LLAMA_BACKEND_IDS)}, torch-cpu-f32-tN and torch-cuda-f32)"
             )
         if self.backend is not None and self.backend != backend:
             raise ModelMismatchError(
@@ -429,13 +448,16 @@ class ArchiveBuilder:
         return archive
 
 
-# = models.llama_cpp.BACKEND_ID and BACKEND_IDS, without importing llama.cpp
-_LLAMA_BACKEND_ID = "llama.cpp-fa2-sw"
-_LLAMA_BACKEND_IDS = ("llama.cpp-fa2-h8-sw", _LLAMA_BACKEND_ID, "llama.cpp-fa2-h8", "llama.cpp-fa2", "llama.cpp-fa")
+# = models.engine.BACKEND_IDS and models.llama_cpp.BACKEND_IDS, without importing numpy or llama.cpp
+_ENGINE_BACKEND_ID = "nczip-1"
+_ENGINE_BACKEND_IDS = (_ENGINE_BACKEND_ID,)
+_LLAMA_BACKEND_IDS = ("llama.cpp-fa2-h8-sw", "llama.cpp-fa2-sw", "llama.cpp-fa2-h8", "llama.cpp-fa2", "llama.cpp-fa")
 
 
 def _backend_of(backend_id: str) -> str | None:
     """Which --backend wrote an archive with this backend id (None: unknown)."""
+    if backend_id in _ENGINE_BACKEND_IDS:
+        return "engine"
     if backend_id in _LLAMA_BACKEND_IDS:
         return "llama"
     if _torch_device_of(backend_id) is not None:

@@ -21,7 +21,7 @@ from typing import BinaryIO
 import click
 
 from . import __version__, container, segment
-from .api import Compressor
+from .api import BACKENDS, Compressor
 from .params import CodecParams
 from .errors import NczipError
 from .fileio import atomic_writer, write_atomic
@@ -88,9 +88,10 @@ MODEL_OPTION = click.option(
     help="GGUF model file, or a transformers model directory with --backend torch (default: Gemma-3-270M).",
 )
 BACKEND_OPTION = click.option(
-    "--backend", type=click.Choice(["llama", "torch"]),
-    help="llama.cpp (default when compressing) or PyTorch/transformers (pip install 'nczip[torch]'); "
-    "decompressing uses the archive's backend unless told.",
+    "--backend", type=click.Choice(list(BACKENDS)),
+    help="engine: nczip's own, whose archives decode on any machine (default for Gemma-3 models); "
+    "llama: llama.cpp (other GGUF architectures); torch: PyTorch/transformers (pip install 'nczip[torch]'). "
+    "Decompressing uses the archive's backend unless told.",
 )
 DEVICE_OPTION = click.option(
     "--device", type=click.Choice(["cpu", "cuda"]), help="Torch backend's device (default: cuda when there is a GPU)."

@@ -19,7 +19,7 @@ import numpy as np
 from . import _cext
 from .ensemble import new_ensemble
 from .errors import CorruptSegmentError, DriftError
-from .models.llm import LanguageModel, LockstepLanes
+from .models.llm import LanePrefill, LanguageModel, LockstepLanes
 from .params import MAX_LANES, SLIDE_SHIFT, CodecParams, CodingStats  # noqa: F401 (re-exported)
 
 # Progress callbacks receive the token ids coded since the last call.
@@ -133,6 +133,68 @@ def _walk(model: LanguageModel, count: int, params: CodecParams, code: StepCoder
             logits = context.advance([active[i] for i in going], [coded[i] for i in going])
 
 
+# Rows the encoder gives the head in one call: the head reads its whole matrix (210 MB for
+# Gemma-3-270M) per call, so steps of a few lanes are gathered until this many rows.
+HEAD_ROWS = 64
+
+
+def _walk_prefill(model, tokens: Sequence[int], params: CodecParams, code: StepCoder,
+                  fan_out: Callable[[], None]) -> None:
+    """_walk for the encoder of a batch-invariant model (one with hidden_rows and head: nczip's
+    engine): the same schedule and the same code() calls with bit-identical logits, but each
+    lane's known tokens are evaluated in blocks (LanePrefill), and the head takes several
+    steps' rows at once. The decoder walks with _walk; the tests hold both to the same archives."""
+    count = len(tokens)
+    primer, lanes = lane_plan(count, params)
+    bounds = lane_bounds(count, primer, lanes)
+    lengths = [bounds[i + 1] - bounds[i] for i in range(lanes)]
+    model.configure(params.window, lanes)
+    shift = params.slide == SLIDE_SHIFT
+    cursors = [LanePrefill(model, lane, params.window, params.keep, shift) for lane in range(lanes)]
+
+    def run(steps) -> None:
+        """steps: (step, token indices, lanes) in order; each coded from its lanes' next rows."""
+        batch: list[tuple[int, list[int], list[int]]] = []
+        hidden: list[np.ndarray] = []
+        for item in steps:
+            batch.append(item)
+            hidden.extend(cursors[lane].next_hidden() for lane in item[2])
+            if len(hidden) >= HEAD_ROWS:
+                flush(batch, hidden)
+                batch, hidden = [], []
+        if batch:
+            flush(batch, hidden)
+
+    def flush(batch, hidden) -> None:
+        logits = model.head(np.stack(hidden))
+        row = 0
+        for step, indices, active in batch:
+            code(step, logits[row : row + len(active)], indices, active)
+            row += len(active)
+
+    if primer:
+        first = cursors[0]
+        first.start()
+        first.feed(tokens[: primer - 1])
+        run((i, [i], [0]) for i in range(primer))
+        for cursor in cursors[1:]:
+            cursor.copy_from(first)
+        fan_out()
+        for lane, cursor in enumerate(cursors):  # every lane reads the primer's last token first
+            cursor.feed([tokens[primer - 1], *tokens[bounds[lane] : bounds[lane + 1] - 1]])
+    else:
+        for lane, cursor in enumerate(cursors):
+            cursor.start()
+            cursor.feed(tokens[bounds[lane] : bounds[lane + 1] - 1])
+
+    def lockstep():
+        for step in range(max(lengths)):
+            active = [lane for lane in range(lanes) if step < lengths[lane]]
+            yield primer + step, [bounds[lane] + step for lane in active], active
+
+    run(lockstep())
+
+
 def encode_tokens(
     model: LanguageModel,
     tokens: Sequence[int],
@@ -161,7 +223,10 @@ def encode_tokens(
         return coded
 
     if tokens:
-        _walk(model, len(tokens), params, code, coder.fan_out)
+        if getattr(model, "batch_invariant", False):
+            _walk_prefill(model, tokens, params, code, coder.fan_out)
+        else:
+            _walk(model, len(tokens), params, code, coder.fan_out)
     if stats is not None:
         stats.tokens += len(tokens)
         stats.seconds += time.perf_counter() - started

@@ -148,12 +148,14 @@ def test_decompressing_garbage_raises_only_nczip_errors(tiny_compressor, data):
         nczip.open(io.BytesIO(data), compressor=tiny_compressor).read()
 
 
-def test_the_llama_backend_id_is_known_without_importing_llama_cpp():
+def test_the_backend_ids_are_known_without_importing_the_backends():
+    from nczip.models import engine
     from nczip.models.llama_cpp import BACKEND_ID, BACKEND_IDS
 
-    assert api._LLAMA_BACKEND_ID == BACKEND_ID
     assert api._LLAMA_BACKEND_IDS == BACKEND_IDS
     assert api._backend_of(BACKEND_ID) == "llama"
+    assert api._ENGINE_BACKEND_IDS == engine.BACKEND_IDS and api._ENGINE_BACKEND_ID == engine.BACKEND_ID
+    assert api._backend_of(engine.BACKEND_ID) == "engine"
     assert api._backend_of("torch-cpu-f32-t4") == "torch" and api._backend_of("torch-cuda-f32") == "torch"
     assert api._backend_of("llama.cpp") is None and api._backend_of("onnx") is None
 

@@ -167,8 +167,11 @@ def test_header_records_the_parameters(tiny_gguf):
     with Compressor(model=tiny_gguf, route="llm", threads=1, llm_only=True) as c:
         header, _ = container.read_header(c.compress(b"hello world"))
     assert not any(key.startswith("ens") for key in header.params)
-    assert header.backend == "llama.cpp-fa2-sw"  # flash attention, lone lanes padded, sliding-window ring
+    assert header.backend == "nczip-1"  # nczip's own engine: the default for a Gemma-3 GGUF
     assert header.model_sha256 == hashlib.sha256(tiny_gguf.read_bytes()).digest()
+    with Compressor(model=tiny_gguf, route="llm", threads=1, backend="llama") as c:
+        header, _ = container.read_header(c.compress(b"hello world"))
+    assert header.backend == "llama.cpp-fa2-sw"  # flash attention, lone lanes padded, sliding-window ring
 
 
 def test_default_settings_are_one_preset_number(tiny_gguf):
@@ -497,7 +500,7 @@ def test_pinned_archive_of_a_fixed_input(tiny_gguf, backend_id, slide):
         pytest.skip("this CPU's features differ from the pinning machine's: llama.cpp may compute other floats")
     data = CASES["ascii"] * 3 + CASES["multilingual_utf8"]
     settings = dict(threads=1, window=32, lanes=3, lane_tokens=16, primer=8, llm_only=True, slide=slide)
-    with Compressor(model=tiny_gguf, route="llm", **settings) as c:
+    with Compressor(model=tiny_gguf, route="llm", backend="llama", **settings) as c:
         c._loaded_model(32).default_backend_id = backend_id  # the id new archives record
         archive = c.compress(data)
         assert c.decompress(archive) == data
@@ -511,7 +514,7 @@ def test_legacy_llama_archives_decode_as_they_were_coded(tiny_gguf):
     """Archives of the previous llama.cpp id ("llama.cpp-fa", no padding of scattered lanes) still
     decode: one lane never makes a scattered call, so the bits are the same under both ids."""
     data = b"an archive from before the padding of scattered lanes\n" * 3
-    with Compressor(model=tiny_gguf, route="llm", threads=1, window=64) as c:
+    with Compressor(model=tiny_gguf, route="llm", threads=1, window=64, backend="llama") as c:
         archive = container.read_archive(c.compress(data))
         old = container.write_archive(dataclasses.replace(archive, header=dataclasses.replace(archive.header, backend="llama.cpp-fa")))
         assert c.decompress(old) == data

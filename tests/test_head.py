@@ -212,7 +212,7 @@ def test_round_trips_with_the_own_head_and_old_archives_still_decode(tiny_gguf_q
     from nczip.api import Compressor
     from nczip.models.llama_cpp import BACKEND_ID, HEAD_BACKEND_ID
 
-    with Compressor(model=str(tiny_gguf_q8), route="llm", threads=2) as c:
+    with Compressor(model=str(tiny_gguf_q8), route="llm", threads=2, backend="llama") as c:
         for name, data in edge_cases().items():
             archive = c.compress(data)
             if data:

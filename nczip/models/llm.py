@@ -177,3 +177,100 @@ class LockstepLanes:
             for r, i in enumerate(row_index):
                 out[i] = rows[r]
         return out  # type: ignore[return-value]
+
+
+class LanePrefill:
+    """One lane's side of LockstepLanes for a batch-invariant model (nczip's engine), when every
+    token is known in advance (the encoder): the same appends, shifts and restarts, evaluated in
+    blocks of up to model.n_batch rows, whose final hidden states wait in a queue until the
+    coder asks for them one at a time. Since such a model's rows depend only on their own lane,
+    model.head(next_hidden()) gives bit for bit the logits LockstepLanes gives the decoder.
+    """
+
+    def __init__(self, model, lane: int, window: int, keep: int, shift: bool):
+        self.model = model
+        self.lane = lane
+        self.window = window
+        self.keep = keep
+        self.shift = shift
+        self.filled = 0
+        self.recent: list[int] = []
+        self._pending: list[int] = []
+        self._taken = 0  # of _pending
+        self._bos = False
+        self._ready: list[np.ndarray] = []
+        self._next = 0  # of _ready
+
+    def start(self) -> None:
+        """The BOS row at position 0: its hidden state predicts the lane's first token."""
+        self.model.clear_lane(self.lane)
+        self.filled = 0
+        self.recent = []
+        self._bos = True
+
+    def copy_from(self, other: "LanePrefill") -> None:
+        """Take another lane's context (fan-out after the primer); both have consumed everything."""
+        self.model.copy_lane(other.lane, self.lane)
+        self.filled = other.filled
+        self.recent = list(other.recent)
+
+    def feed(self, tokens: Sequence[int]) -> None:
+        """Tokens this lane will append, in order; each one's hidden state predicts the next."""
+        self._pending = self._pending[self._taken :] + list(tokens)
+        self._taken = 0
+
+    def next_hidden(self) -> np.ndarray:
+        if self._next == len(self._ready):
+            self._ready = self._evaluate_block()
+            self._next = 0
+        row = self._ready[self._next]
+        self._next += 1
+        return row
+
+    def _evaluate_block(self) -> list[np.ndarray]:
+        model, lane = self.model, self.lane
+        tokens: list[int] = []
+        positions: list[int] = []
+        if self._bos:
+            self._bos = False
+            tokens.append(model.bos)
+            positions.append(0)
+            self.filled = 1
+        while self._taken < len(self._pending) and len(tokens) < model.n_batch:
+            token = self._pending[self._taken]
+            if self.filled == self.window:
+                if tokens:
+                    break  # the rows before the slide first
+                self._taken += 1
+                self._remember(token)
+                if self.shift:  # as LockstepLanes.advance: BOS and the last keep - 1 tokens stay
+                    model.shift_lane(lane, 1, self.window - self.keep + 1)
+                    self.filled = self.keep
+                else:  # a restart: BOS + the last keep tokens, evaluated anew; the last row predicts
+                    kept = self.recent[-self.keep :]
+                    model.clear_lane(lane)
+                    rows = [model.bos, *kept]
+                    hidden = None
+                    for at in range(0, len(rows), model.n_batch):
+                        chunk = rows[at : at + model.n_batch]
+                        hidden = model.hidden_rows(chunk, range(at, at + len(chunk)), [lane] * len(chunk))
+                    self.filled = len(rows)
+                    return [np.array(hidden[-1], copy=True)]
+                tokens.append(token)
+                positions.append(self.filled)
+                self.filled += 1
+                continue
+            self._taken += 1
+            self._remember(token)
+            tokens.append(token)
+            positions.append(self.filled)
+            self.filled += 1
+        if not tokens:
+            raise RuntimeError("internal error: a lane was asked for more predictions than it has tokens")
+        hidden = model.hidden_rows(tokens, positions, [lane] * len(tokens))
+        return list(np.array(hidden, copy=True))
+
+    def _remember(self, token: int) -> None:
+        self.recent.append(token)
+        if len(self.recent) > 2 * self.keep + 64:  # as LockstepLanes: trim now and then
+            del self.recent[: -self.keep]
