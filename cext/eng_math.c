@@ -234,15 +234,30 @@ float ncz_sum16(const float p[16])
 
 /* ---- which kernels this CPU runs ---- */
 
+int ncz_kernel_runs(int k)
+{
+    switch (k) {
+    case NCZ_KERNEL_PORTABLE:
+        return 1;
+#if defined(__GNUC__) && defined(__x86_64__)
+    case NCZ_KERNEL_AVX2:
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+    case NCZ_KERNEL_AVX512:
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni") &&
+               __builtin_cpu_supports("f16c");
+#endif
+    default:
+        return 0;
+    }
+}
+
 int ncz_kernel_best(void)
 {
-#if defined(__GNUC__) && defined(__x86_64__)
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni"))
-        return NCZ_KERNEL_AVX512;
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c"))
-        return NCZ_KERNEL_AVX2;
-#endif
+    for (int k = NCZ_KERNEL_AVX512; k > NCZ_KERNEL_PORTABLE; k--)
+        if (ncz_kernel_runs(k))
+            return k;
     return NCZ_KERNEL_PORTABLE;
 }

@@ -587,83 +587,50 @@ VNNI_KIND(NCZ_MAT_HALF)
 #define AVX2_TARGET __attribute__((target("avx2,f16c")))
 #define AVX2_ROWS 4
 
+/* The float operations after a block's integer dots (t0, t1: its two halves), and the stores. */
 AVX2_TARGET static inline __attribute__((always_inline)) void
-avx2_rows(const ncz_mat *m, const ncz_act *a, float *out, size_t ld, size_t g, size_t half, size_t r0, int R,
-          int kind, int wide)
+avx2_finish_block(const ncz_mat *m, const ncz_act *a, size_t gb, size_t b, size_t half, size_t r0, int R, int kind,
+                  int offset_acts, const __m256i *t0, const __m256i *t1, __m256 *acc)
 {
     size_t nb = m->nb;
-    const __m256i ones = _mm256_set1_epi16(1);
-    __m256 acc[AVX2_ROWS];
-    for (int i = 0; i < R; i++)
-        acc[i] = _mm256_setzero_ps();
-    for (size_t b = 0; b < nb; b++) {
-        size_t gb = g * nb + b;
-        const int8_t *wb = m->q + gb * BLOCK_BYTES + half * 32;
-        __m256i w[QUADS], aw[QUADS];
-        for (int c = 0; c < QUADS; c++) {
-            w[c] = _mm256_load_si256((const __m256i *)(wb + c * NCZ_GROUP * 4));
-            if (wide)
-                aw[c] = _mm256_sign_epi8(w[c], w[c]);
-        }
-        __m256i ws0, ws1 = _mm256_setzero_si256();
-        __m256 sc0, sc1 = _mm256_setzero_ps(), mn = _mm256_setzero_ps();
-        if (kind == NCZ_MAT_HALF) {
-            ws0 = _mm256_loadu_si256((const __m256i *)(m->wsum + (gb * 2) * NCZ_GROUP + half * 8));
-            ws1 = _mm256_loadu_si256((const __m256i *)(m->wsum + (gb * 2 + 1) * NCZ_GROUP + half * 8));
-            sc0 = _mm256_loadu_ps(m->scale + (gb * 2) * NCZ_GROUP + half * 8);
-            sc1 = _mm256_loadu_ps(m->scale + (gb * 2 + 1) * NCZ_GROUP + half * 8);
-        } else {
-            ws0 = _mm256_loadu_si256((const __m256i *)(m->wsum + gb * NCZ_GROUP + half * 8));
-            sc0 = _mm256_loadu_ps(m->scale + gb * NCZ_GROUP + half * 8);
-            if (kind == NCZ_MAT_MIN)
-                mn = _mm256_loadu_ps(m->min + gb * NCZ_GROUP + half * 8);
-        }
-        for (int i = 0; i < R; i++) {
-            size_t r = r0 + (size_t)i;
-            __m256i t0, t1;
-            if (wide) {
-                const int8_t *x = a->s8 + r * a->n_in + b * NCZ_BLOCK;
-                __m256i s[QUADS];
-                for (int c = 0; c < QUADS; c++) {
-                    __m256i sx = _mm256_sign_epi8(_mm256_set1_epi32(load_quad(x + 4 * c)), w[c]);
-                    s[c] = _mm256_madd_epi16(_mm256_maddubs_epi16(aw[c], sx), ones);
-                }
-                t0 = _mm256_add_epi32(_mm256_add_epi32(s[0], s[1]), _mm256_add_epi32(s[2], s[3]));
-                t1 = _mm256_add_epi32(_mm256_add_epi32(s[4], s[5]), _mm256_add_epi32(s[6], s[7]));
-            } else {
-                const uint8_t *x = a->q8 + r * a->n_in + b * NCZ_BLOCK;
-                __m256i p[QUADS];
-                for (int c = 0; c < QUADS; c++)
-                    p[c] = _mm256_maddubs_epi16(_mm256_set1_epi32(load_quad(x + 4 * c)), w[c]);
-                __m256i s01 = _mm256_madd_epi16(_mm256_add_epi16(p[0], p[1]), ones);
-                __m256i s23 = _mm256_madd_epi16(_mm256_add_epi16(p[2], p[3]), ones);
-                __m256i s45 = _mm256_madd_epi16(_mm256_add_epi16(p[4], p[5]), ones);
-                __m256i s67 = _mm256_madd_epi16(_mm256_add_epi16(p[6], p[7]), ones);
-                /* unsigned activations: subtract 128 x the weight sum */
-                t0 = _mm256_sub_epi32(_mm256_add_epi32(s01, s23), kind == NCZ_MAT_HALF ? ws0 : _mm256_setzero_si256());
-                t1 = _mm256_add_epi32(s45, s67);
-                if (kind == NCZ_MAT_HALF)
-                    t1 = _mm256_sub_epi32(t1, ws1);
-                else
-                    t1 = _mm256_sub_epi32(t1, ws0);
-            }
-            __m256 d = _mm256_set1_ps(a->d[r * nb + b]);
-            __m256 p;
-            if (kind == NCZ_MAT_HALF) {
-                __m256 p0 = _mm256_mul_ps(_mm256_cvtepi32_ps(t0), _mm256_mul_ps(sc0, d));
-                __m256 p1 = _mm256_mul_ps(_mm256_cvtepi32_ps(t1), _mm256_mul_ps(sc1, d));
-                p = _mm256_add_ps(p0, p1);
-            } else {
-                __m256i dot = _mm256_add_epi32(t0, t1);
-                p = _mm256_mul_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(sc0, d));
-                if (kind == NCZ_MAT_MIN) {
-                    __m256 p2 = _mm256_mul_ps(_mm256_set1_ps((float)a->sum[r * nb + b]), _mm256_mul_ps(mn, d));
-                    p = _mm256_sub_ps(p, p2);
-                }
-            }
-            acc[i] = _mm256_add_ps(acc[i], p);
-        }
+    __m256i ws0, ws1 = _mm256_setzero_si256();
+    __m256 sc0, sc1 = _mm256_setzero_ps(), mn = _mm256_setzero_ps();
+    if (kind == NCZ_MAT_HALF) {
+        ws0 = _mm256_loadu_si256((const __m256i *)(m->wsum + (gb * 2) * NCZ_GROUP + half * 8));
+        ws1 = _mm256_loadu_si256((const __m256i *)(m->wsum + (gb * 2 + 1) * NCZ_GROUP + half * 8));
+        sc0 = _mm256_loadu_ps(m->scale + (gb * 2) * NCZ_GROUP + half * 8);
+        sc1 = _mm256_loadu_ps(m->scale + (gb * 2 + 1) * NCZ_GROUP + half * 8);
+    } else {
+        ws0 = _mm256_loadu_si256((const __m256i *)(m->wsum + gb * NCZ_GROUP + half * 8));
+        sc0 = _mm256_loadu_ps(m->scale + gb * NCZ_GROUP + half * 8);
+        if (kind == NCZ_MAT_MIN)
+            mn = _mm256_loadu_ps(m->min + gb * NCZ_GROUP + half * 8);
     }
+    for (int i = 0; i < R; i++) {
+        size_t r = r0 + (size_t)i;
+        __m256 d = _mm256_set1_ps(a->d[r * nb + b]);
+        __m256 p;
+        if (kind == NCZ_MAT_HALF) { /* activations +128: subtract 128 x the weight sums */
+            __m256 p0 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(t0[i], ws0)), _mm256_mul_ps(sc0, d));
+            __m256 p1 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(t1[i], ws1)), _mm256_mul_ps(sc1, d));
+            p = _mm256_add_ps(p0, p1);
+        } else {
+            __m256i dot = _mm256_add_epi32(t0[i], t1[i]);
+            if (offset_acts)
+                dot = _mm256_sub_epi32(dot, ws0);
+            p = _mm256_mul_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(sc0, d));
+            if (kind == NCZ_MAT_MIN) {
+                __m256 p2 = _mm256_mul_ps(_mm256_set1_ps((float)a->sum[r * nb + b]), _mm256_mul_ps(mn, d));
+                p = _mm256_sub_ps(p, p2);
+            }
+        }
+        acc[i] = _mm256_add_ps(acc[i], p);
+    }
+}
+
+AVX2_TARGET static inline __attribute__((always_inline)) void
+avx2_store(const ncz_mat *m, float *out, size_t ld, size_t g, size_t half, size_t r0, int R, const __m256 *acc)
+{
     size_t v0 = g * NCZ_GROUP + half * 8;
     for (int i = 0; i < R; i++) {
         float *dst = out + (r0 + (size_t)i) * ld + v0;
@@ -678,9 +645,59 @@ avx2_rows(const ncz_mat *m, const ncz_act *a, float *out, size_t ld, size_t g, s
     }
 }
 
-#define AVX2_KIND(KIND, WIDE)                                                                    \
-    AVX2_TARGET static void avx2_##KIND##_##WIDE(const ncz_mat *m, const ncz_act *a, float *out,  \
-                                                 size_t ld, size_t g0, size_t g1)                \
+AVX2_TARGET static inline __attribute__((always_inline)) void
+avx2_rows(const ncz_mat *m, const ncz_act *a, float *out, size_t ld, size_t g, size_t half, size_t r0, int R,
+          int kind, int wide)
+{
+    size_t nb = m->nb;
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 acc[AVX2_ROWS];
+    for (int i = 0; i < R; i++)
+        acc[i] = _mm256_setzero_ps();
+    for (size_t b = 0; b < nb; b++) {
+        size_t gb = g * nb + b;
+        const int8_t *wb = m->q + gb * BLOCK_BYTES + half * 32;
+        /* integer dots of the block's two halves (quads 0-3 and 4-7), per row; a pair of quads
+         * at a time, its weights loaded once for all rows */
+        __m256i t0[AVX2_ROWS], t1[AVX2_ROWS];
+        for (int i = 0; i < R; i++)
+            t0[i] = t1[i] = _mm256_setzero_si256();
+        for (int c = 0; c < QUADS; c += 2) {
+            __m256i w0 = _mm256_load_si256((const __m256i *)(wb + c * NCZ_GROUP * 4));
+            __m256i w1 = _mm256_load_si256((const __m256i *)(wb + (c + 1) * NCZ_GROUP * 4));
+            if (wide) {
+                __m256i aw0 = _mm256_sign_epi8(w0, w0), aw1 = _mm256_sign_epi8(w1, w1);
+                for (int i = 0; i < R; i++) {
+                    const int8_t *x = a->s8 + (r0 + (size_t)i) * a->n_in + b * NCZ_BLOCK + 4 * c;
+                    __m256i s0 = _mm256_sign_epi8(_mm256_set1_epi32(load_quad(x)), w0);
+                    __m256i s1 = _mm256_sign_epi8(_mm256_set1_epi32(load_quad(x + 4)), w1);
+                    __m256i d = _mm256_add_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(aw0, s0), ones),
+                                                 _mm256_madd_epi16(_mm256_maddubs_epi16(aw1, s1), ones));
+                    if (c < QUADS / 2)
+                        t0[i] = _mm256_add_epi32(t0[i], d);
+                    else
+                        t1[i] = _mm256_add_epi32(t1[i], d);
+                }
+            } else {
+                for (int i = 0; i < R; i++) {
+                    const uint8_t *x = a->q8 + (r0 + (size_t)i) * a->n_in + b * NCZ_BLOCK + 4 * c;
+                    __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(_mm256_set1_epi32(load_quad(x)), w0),
+                                                 _mm256_maddubs_epi16(_mm256_set1_epi32(load_quad(x + 4)), w1));
+                    __m256i d = _mm256_madd_epi16(p, ones);
+                    if (c < QUADS / 2)
+                        t0[i] = _mm256_add_epi32(t0[i], d);
+                    else
+                        t1[i] = _mm256_add_epi32(t1[i], d);
+                }
+            }
+        }
+        avx2_finish_block(m, a, gb, b, half, r0, R, kind, !wide, t0, t1, acc);
+    }
+    avx2_store(m, out, ld, g, half, r0, R, acc);
+}
+
+#define AVX2_KIND(NAME, ROWS, KIND, WIDE, TARGET)                                               \
+    TARGET static void NAME(const ncz_mat *m, const ncz_act *a, float *out, size_t ld, size_t g0, size_t g1) \
     {                                                                                            \
         for (size_t b0 = g0; b0 < g1; b0 += GROUP_BLOCK) {                                       \
             size_t b1 = b0 + GROUP_BLOCK < g1 ? b0 + GROUP_BLOCK : g1;                           \
@@ -689,19 +706,19 @@ avx2_rows(const ncz_mat *m, const ncz_act *a, float *out, size_t ld, size_t g, s
                 for (size_t g = b0; g < b1; g++)                                                 \
                     for (size_t half = 0; half < 2 && g * NCZ_GROUP + half * 8 < m->n_out; half++) { \
                         switch (R) {                                                             \
-                        case 1: avx2_rows(m, a, out, ld, g, half, r, 1, KIND, WIDE); break;      \
-                        case 2: avx2_rows(m, a, out, ld, g, half, r, 2, KIND, WIDE); break;      \
-                        case 3: avx2_rows(m, a, out, ld, g, half, r, 3, KIND, WIDE); break;      \
-                        default: avx2_rows(m, a, out, ld, g, half, r, 4, KIND, WIDE); break;     \
+                        case 1: ROWS(m, a, out, ld, g, half, r, 1, KIND, WIDE); break;           \
+                        case 2: ROWS(m, a, out, ld, g, half, r, 2, KIND, WIDE); break;           \
+                        case 3: ROWS(m, a, out, ld, g, half, r, 3, KIND, WIDE); break;           \
+                        default: ROWS(m, a, out, ld, g, half, r, 4, KIND, WIDE); break;          \
                         }                                                                        \
                     }                                                                            \
             }                                                                                    \
         }                                                                                        \
     }
-AVX2_KIND(NCZ_MAT_PLAIN, 0)
-AVX2_KIND(NCZ_MAT_PLAIN, 1)
-AVX2_KIND(NCZ_MAT_MIN, 0)
-AVX2_KIND(NCZ_MAT_HALF, 0)
+AVX2_KIND(avx2_plain_narrow, avx2_rows, NCZ_MAT_PLAIN, 0, AVX2_TARGET)
+AVX2_KIND(avx2_plain_wide, avx2_rows, NCZ_MAT_PLAIN, 1, AVX2_TARGET)
+AVX2_KIND(avx2_min, avx2_rows, NCZ_MAT_MIN, 0, AVX2_TARGET)
+AVX2_KIND(avx2_half, avx2_rows, NCZ_MAT_HALF, 0, AVX2_TARGET)
 #undef AVX2_KIND
 #define HAVE_X86_KERNELS 1
 #else
@@ -711,7 +728,7 @@ AVX2_KIND(NCZ_MAT_HALF, 0)
 void ncz_matmul(const ncz_mat *m, const ncz_act *a, float *out, size_t ld, size_t g0, size_t g1, int kernel)
 {
 #if HAVE_X86_KERNELS
-    if (kernel >= NCZ_KERNEL_AVX512) {
+    if (kernel == NCZ_KERNEL_AVX512) {
         switch (m->kind) {
         case NCZ_MAT_PLAIN: vnni_NCZ_MAT_PLAIN(m, a, out, ld, g0, g1); return;
         case NCZ_MAT_MIN: vnni_NCZ_MAT_MIN(m, a, out, ld, g0, g1); return;
@@ -720,11 +737,11 @@ void ncz_matmul(const ncz_mat *m, const ncz_act *a, float *out, size_t ld, size_
     }
     if (kernel >= NCZ_KERNEL_AVX2) {
         if (m->kind == NCZ_MAT_PLAIN)
-            (m->wide ? avx2_NCZ_MAT_PLAIN_1 : avx2_NCZ_MAT_PLAIN_0)(m, a, out, ld, g0, g1);
+            (m->wide ? avx2_plain_wide : avx2_plain_narrow)(m, a, out, ld, g0, g1);
         else if (m->kind == NCZ_MAT_MIN && !m->wide)
-            avx2_NCZ_MAT_MIN_0(m, a, out, ld, g0, g1);
+            avx2_min(m, a, out, ld, g0, g1);
         else if (m->kind == NCZ_MAT_HALF && !m->wide)
-            avx2_NCZ_MAT_HALF_0(m, a, out, ld, g0, g1);
+            avx2_half(m, a, out, ld, g0, g1);
         else
             matmul_portable(m, a, out, ld, g0, g1);
         return;

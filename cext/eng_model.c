@@ -274,8 +274,10 @@ int ncz_model_ready(const ncz_model *m)
 
 void ncz_model_set_kernel(ncz_model *m, int kernel)
 {
-    int best = ncz_kernel_best();
-    m->kernel = kernel < NCZ_KERNEL_PORTABLE ? NCZ_KERNEL_PORTABLE : kernel > best ? best : kernel;
+    /* the level asked for, or the best below it that this CPU runs */
+    while (kernel > NCZ_KERNEL_PORTABLE && !ncz_kernel_runs(kernel))
+        kernel--;
+    m->kernel = kernel < NCZ_KERNEL_PORTABLE ? NCZ_KERNEL_PORTABLE : kernel;
 }
 
 int ncz_model_kernel(const ncz_model *m)

@@ -24,7 +24,9 @@
 
 /* ---- kernel levels: which SIMD code runs (all give the same bits) ---- */
 enum { NCZ_KERNEL_PORTABLE = 0, NCZ_KERNEL_AVX2 = 1, NCZ_KERNEL_AVX512 = 2 };
-/* The best level this CPU and build run. */
+/* Whether this CPU and build run level k; the best level they run. */
+int ncz_kernel_runs(int k);
+
 int ncz_kernel_best(void);
 /* Puts the calling thread's float environment in the state the engine's arithmetic assumes:
  * round to nearest even, subnormals kept (no flush-to-zero, no denormals-are-zero). Another

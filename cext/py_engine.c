@@ -329,7 +329,7 @@ static PyMethodDef Engine_methods[] = {
 
 static PyGetSetDef Engine_getset[] = {
     {"kernel", (getter)Engine_get_kernel, (setter)Engine_set_kernel,
-     "0: portable C, 1: AVX2, 2: AVX-512 VNNI (capped at the best this CPU runs); same bits", NULL},
+     "0: portable C, 1: AVX2, 2: AVX-512 VNNI (the best this CPU runs at most); same bits", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
@@ -548,6 +548,24 @@ static PyObject *mod_engine_best_kernel(PyObject *module, PyObject *Py_UNUSED(ig
     return PyLong_FromLong(ncz_kernel_best());
 }
 
+static PyObject *mod_engine_kernels(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    (void)module;
+    PyObject *out = PyList_New(0);
+    for (int k = NCZ_KERNEL_PORTABLE; out != NULL && k <= NCZ_KERNEL_AVX512; k++) {
+        if (!ncz_kernel_runs(k))
+            continue;
+        PyObject *v = PyLong_FromLong(k);
+        if (v == NULL || PyList_Append(out, v) < 0) {
+            Py_XDECREF(v);
+            Py_CLEAR(out);
+            break;
+        }
+        Py_DECREF(v);
+    }
+    return out;
+}
+
 static PyObject *mod_engine_rope_trig(PyObject *module, PyObject *args)
 {
     double base, pos;
@@ -590,6 +608,8 @@ static PyMethodDef engine_functions[] = {
     {"engine_to_half", mod_engine_to_half, METH_VARARGS, "engine_to_half(x, out)\n--\n\n"},
     {"engine_best_kernel", mod_engine_best_kernel, METH_NOARGS,
      "engine_best_kernel()\n--\n\n0 portable, 1 AVX2, 2 AVX-512 VNNI: the best this CPU runs."},
+    {"engine_kernels", mod_engine_kernels, METH_NOARGS,
+     "engine_kernels()\n--\n\nThe kernel levels this CPU runs (0 portable, 1 AVX2, 2 AVX-512 VNNI)."},
     {"engine_rope_trig", mod_engine_rope_trig, METH_VARARGS,
      "engine_rope_trig(base, position, head_dim)\n--\n\n(cos, sin) lists of a position's RoPE angles."},
     {NULL, NULL, 0, NULL},

@@ -11,8 +11,7 @@ from hypothesis import given, settings, strategies as st
 import engine_reference as ref
 from nczip import _cext
 
-BEST = _cext.engine_best_kernel()
-KERNELS = sorted({0, min(1, BEST), BEST})  # portable, AVX2 and AVX-512 where this CPU has them
+KERNELS = _cext.engine_kernels()  # the portable loops and every SIMD level this CPU runs
 
 
 # ---- elementary functions ----------------------------------------------------------------
