@@ -76,7 +76,10 @@ def _import_llama_cpp():
         import llama_cpp
         import llama_cpp._logger  # installs its Python log callback on import: import it before replacing it
     except ImportError as exc:  # pragma: no cover - depends on the install
-        raise NczipError(f"llama-cpp-python is not installed ({exc}): pip install llama-cpp-python") from None
+        raise NczipError(
+            f"llama-cpp-python is not installed ({exc}): the llama backend needs it (pip install 'nczip[llama]'); "
+            "Gemma-3 models run on nczip's own engine without it"
+        ) from None
     _discard_llama_log(llama_cpp)
     return llama_cpp
 

@@ -216,7 +216,16 @@ class TorchModel(VocabularyOf):
             from .hf_vocab import HfVocab
 
             return HfVocab.from_directory(Path(model.path), model.name)
-        from .llama_cpp import load_vocab_only
+        from .gguf import GGUFFile
+        from .vocab import SpmVocab
+
+        try:
+            with GGUFFile(model.path) as g:
+                if g.meta.get("tokenizer.ggml.model") == b"llama":  # SentencePiece: nczip reads it itself
+                    return SpmVocab(g.meta, model.name)
+        except ValueError as exc:
+            raise NczipError(f"cannot load model {model.path}: {exc}") from None
+        from .llama_cpp import load_vocab_only  # other tokenizers: llama.cpp's (pip install 'nczip[llama]')
 
         vocab, self._release_vocab = load_vocab_only(model)
         return vocab
