@@ -36,6 +36,8 @@ __all__ = [
     "MAX_CODED_SEGMENT",
     "FLAG_SINGLE",
     "FLAG_LLM_SINGLE",
+    "COMPACT_MARK",
+    "COMPACT_PRESET_BASE",
     "Method",
     "Params",
     "Header",
@@ -76,6 +78,18 @@ FLAG_SINGLE = 0x0001
 # 20 KB English text.
 FLAG_LLM_SINGLE = 0x0002
 _KNOWN_FLAGS = FLAG_SINGLE | FLAG_LLM_SINGLE
+
+# The COMPACT form: an archive of one LLM segment coded with a model nczip knows by a small id
+# (models/registry.py) and a codec preset. The byte after the magic is 2, where the other forms
+# have the low byte of their u16 format version (1): readers from before it refuse it as "a
+# newer format". Its whole header is 6 bytes plus two varints and an 8-byte prefix of the
+# original's SHA-256; one CRC-32 at the end covers the archive. 18-24 bytes around the payload.
+COMPACT_MARK = 2
+# Its preset nibble p stands for codec preset COMPACT_PRESET_BASE + p (the levels, api.py).
+COMPACT_PRESET_BASE = 10
+COMPACT_CHECK_BYTES = 8
+# The most bytes a COMPACT archive may have: one segment of at most 1 MiB never codes to more.
+MAX_COMPACT_ARCHIVE = 2**21
 
 _U8 = struct.Struct("<B")
 _U16 = struct.Struct("<H")
@@ -140,12 +154,12 @@ def _check_int(name: str, value: object, low: int, high: int) -> None:
         raise ValueError(f"{name} must be in [{low}, {high}], got {value}")
 
 
-def _as_digest(name: str, value: object) -> bytes:
+def _as_digest(name: str, value: object, sizes: tuple[int, ...] = (32,)) -> bytes:
     if not isinstance(value, (bytes, bytearray, memoryview)):
         raise TypeError(f"{name} must be bytes, not {type(value).__name__}")
     value = bytes(value)
-    if len(value) != 32:
-        raise ValueError(f"{name} must be 32 bytes, got {len(value)}")
+    if len(value) not in sizes:
+        raise ValueError(f"{name} must be {' or '.join(map(str, sizes))} bytes, got {len(value)}")
     return value
 
 
@@ -157,7 +171,7 @@ class Header:
     model_name: str  # informational, for error messages
     model_sha256: bytes  # identifies the model; all zero when no segment needs one
     original_size: int
-    original_sha256: bytes
+    original_sha256: bytes  # its SHA-256; in the COMPACT form only the first 8 bytes of it
     params: Mapping[str, int]  # coding parameters that must match exactly at decode time
 
     def __post_init__(self) -> None:
@@ -177,8 +191,10 @@ class Header:
         if name_len > 0xFFFF:
             raise ValueError(f"model_name must be at most 65535 bytes of UTF-8, got {name_len}")
         _check_int("original_size", self.original_size, 0, _U64_MAX)
-        for name in ("model_sha256", "original_sha256"):
-            object.__setattr__(self, name, _as_digest(name, getattr(self, name)))
+        object.__setattr__(self, "model_sha256", _as_digest("model_sha256", self.model_sha256))
+        object.__setattr__(
+            self, "original_sha256", _as_digest("original_sha256", self.original_sha256, (32, COMPACT_CHECK_BYTES))
+        )
 
         params = self.params if isinstance(self.params, Params) else Params(self.params)
         if len(params) > MAX_PARAMS:
@@ -190,7 +206,7 @@ class Header:
         object.__setattr__(self, "params", params)
 
         # Only the model name can push the body past its limit; say so here, not at write time.
-        body_len = len(_pack_header_body(self))
+        body_len = len(_pack_header_body(self)) if len(self.original_sha256) == 32 else 0
         if body_len > MAX_HEADER_BODY:
             raise ValueError(
                 f"header body would be {body_len} bytes, the limit is {MAX_HEADER_BODY}"
@@ -339,11 +355,45 @@ def _varint(value: int) -> bytes:
             return bytes(out)
 
 
+def _compact_head_of(archive: Archive) -> bytes | None:
+    """The COMPACT form's bytes before the payload, when `archive` may take that form: one LLM
+    segment, a known model with its own backend and name, and parameters that are exactly a
+    compact codec preset and the model's vocabulary size."""
+    from nczip.models.registry import known_model  # plain data, no model is loaded
+
+    header = archive.header
+    if len(archive.segments) != 1 or archive.segments[0].method is not Method.LLM:
+        return None
+    model = known_model(sha256=header.model_sha256)
+    params = dict(header.params)
+    if (model is None or header.backend != model.backend or header.model_name != model.name
+            or set(params) != {"codec", "n_vocab"} or params["n_vocab"] != model.n_vocab):
+        return None
+    preset = params["codec"] - COMPACT_PRESET_BASE
+    if not 1 <= preset <= 15:
+        return None
+    segment = archive.segments[0]
+    return b"".join([
+        MAGIC, _U8.pack(COMPACT_MARK), _U8.pack(model.id << 4 | preset),
+        _varint(header.original_size), _varint(segment.token_count),
+        header.original_sha256[:COMPACT_CHECK_BYTES],
+    ])  # fmt: skip
+
+
 def write_archive_to(archive: Archive, stream: BinaryIO) -> int:
     """Write `archive` to a binary stream whose write() takes whole buffers; return bytes written.
 
     Payloads are written one by one, never joined, so peak memory stays near the archive's size.
     """
+    compact = _compact_head_of(archive)
+    if compact is not None:
+        payload = archive.segments[0].payload
+        stream.write(compact)
+        stream.write(payload)
+        stream.write(_U32.pack(zlib.crc32(payload, zlib.crc32(compact))))
+        return len(compact) + len(payload) + 4
+    if len(archive.header.original_sha256) != 32:
+        raise ValueError("an 8-byte original_sha256 exists only in the COMPACT form, which this archive cannot take")
     single = _single_form_of(archive)
     if single is not None:  # the only form such archives take
         flag, body = single
@@ -486,6 +536,8 @@ def _read_head(data: bytes) -> tuple[Header, int, list[_SingleRecord] | None]:
         if data[1:4] == MAGIC[1:]:
             hint = " (only the first byte differs: was the file transferred in text mode?)"
         raise FormatError(f"not an nczip archive: bad magic {data[:4]!r}, expected {MAGIC!r}{hint}")
+    if len(data) > 4 and data[4] == COMPACT_MARK:
+        return _read_compact(data)
     if len(data) < _FIXED.size:
         raise _truncated("fixed header", _FIXED.size, 0, len(data))
 
@@ -525,6 +577,42 @@ def _read_head(data: bytes) -> tuple[Header, int, list[_SingleRecord] | None]:
         header, record = _parse_llm_single_body(data, _FIXED.size, body_end)
         return header, reader.pos, [record]
     return _parse_header_body(data, _FIXED.size, body_end), reader.pos, None
+
+
+def _read_compact(data: bytes) -> tuple[Header, int, list[_SingleRecord]]:
+    """A COMPACT archive, which must be whole: its one CRC-32, over everything before it, is
+    checked before any field is trusted."""
+    from nczip.models.registry import known_model
+
+    if len(data) > MAX_COMPACT_ARCHIVE:
+        raise FormatError(f"a COMPACT archive is at most {MAX_COMPACT_ARCHIVE} bytes, this one has {len(data)}")
+    if len(data) < 4 + 2 + 1 + 1 + COMPACT_CHECK_BYTES + 4:
+        raise TruncatedError(f"truncated archive: {len(data)} bytes cannot hold a COMPACT header and its CRC-32")
+    stored = _U32.unpack_from(data, len(data) - 4)[0]
+    computed = zlib.crc32(memoryview(data)[: len(data) - 4])
+    if stored != computed:
+        raise FormatError(f"archive is damaged or truncated (CRC-32 mismatch): {_crc_note(stored, computed)}")
+    r = _Reader(data, 5, len(data) - 4, _malformed_body)
+    ids = r.unpack(_U8, "model and preset")
+    original_size = _read_varint(r, "original size")
+    token_count = _read_varint(r, "token count")
+    check = r.take(COMPACT_CHECK_BYTES, "original SHA-256 prefix")
+    model = known_model(id=ids >> 4)
+    if model is None:
+        raise UnsupportedVersionError(
+            f"archive names known model {ids >> 4}, which this nczip does not know (it was written by a newer nczip)"
+        )
+    if ids & 15 == 0:
+        raise FormatError("header is malformed: codec preset 0 does not exist in the COMPACT form")
+    payload_size = len(data) - 4 - r.pos
+    try:
+        method = _check_segment(Method.LLM, original_size, token_count, payload_size)
+    except ValueError as e:
+        raise FormatError(f"segment 1 of 1 is malformed: {e}") from None
+    params = {"codec": COMPACT_PRESET_BASE + (ids & 15), "n_vocab": model.n_vocab}
+    header = _checked_header(model.backend, model.name, model.sha256, original_size, check, params)
+    payload_crc = zlib.crc32(memoryview(data)[r.pos : len(data) - 4])
+    return header, r.pos, [_SingleRecord(method, original_size, token_count, payload_size, payload_crc)]
 
 
 def _parse_single_body(data: bytes, start: int, end: int) -> tuple[Header, list[_SingleRecord]]:
@@ -708,6 +796,8 @@ def _read_layout(data: bytes) -> tuple[Header, list[_Entry]]:
     header, table_start, single = _read_head(data)
     if single is not None:
         entries, end = _single_entries(single, table_start)
+        if is_compact(data):
+            end += 4  # the CRC-32 after the payload
     else:
         entries, end = _parse_table(data, table_start, header)
     for i, e in enumerate(entries):
@@ -731,13 +821,20 @@ class SegmentEntry(NamedTuple):
     payload_crc: int
 
 
-def read_prefix(stream: BinaryIO) -> tuple[Header, list[SegmentEntry]]:
-    """Read and check the header and segment table from a stream at the archive's start.
-
-    Leaves the stream at the first payload, so a reader can then take payloads one by one
-    (see check_payload) and hold only one segment in memory.
+def read_prefix(stream: BinaryIO) -> tuple[Header, list[SegmentEntry], BinaryIO]:
+    """Read and check the header and segment table from a stream at the archive's start; return
+    them and the stream to take the payloads from (read_payload), one by one, so that a reader
+    holds only one segment in memory. That is `stream` itself, left at the first payload, except
+    for a COMPACT archive: its one CRC-32 at the end covers everything, so it is read whole
+    (at most MAX_COMPACT_ARCHIVE bytes) and checked first, and its payload comes from memory.
     """
     prefix = _read_up_to(stream, _FIXED.size)
+    if is_compact(prefix):
+        data = prefix + _read_up_to(stream, MAX_COMPACT_ARCHIVE + 1 - len(prefix))
+        header, start, single = _read_head(data)
+        rec = single[0]
+        payloads = io.BytesIO(data[start : start + rec.payload_size])
+        return header, [SegmentEntry(rec.method, rec.original_size, rec.token_count, rec.payload_size, rec.crc)], payloads
     if len(prefix) == _FIXED.size:
         body_len = _FIXED.unpack_from(prefix)[3]
         if body_len <= MAX_HEADER_BODY:  # else read_header below reports it, reading no more
@@ -752,7 +849,7 @@ def read_prefix(stream: BinaryIO) -> tuple[Header, list[SegmentEntry]]:
             if count <= MAX_SEGMENTS:  # else _parse_table reports it
                 prefix += _read_up_to(stream, count * _RECORD.size + 4)
         entries, _ = _parse_table(prefix, table_start, header)
-    return header, [SegmentEntry(e.method, e.original_size, e.token_count, e.size, e.crc) for e in entries]
+    return header, [SegmentEntry(e.method, e.original_size, e.token_count, e.size, e.crc) for e in entries], stream
 
 
 def read_payload(stream: BinaryIO, entry: SegmentEntry, index: int, count: int) -> bytes:
@@ -818,6 +915,20 @@ def damaged_segments(data: bytes) -> list[int]:
     data = bytes(data)
     _, entries = _read_layout(data)
     return [i for i, e in enumerate(entries) if _payload_crc(data, e) != e.crc]
+
+
+def form_name(data: bytes) -> str:
+    """Which form a well-formed archive takes, for messages: version 1 general, SINGLE,
+    LLM_SINGLE, or COMPACT."""
+    if is_compact(data):
+        return "COMPACT"
+    flags = _FIXED.unpack_from(data)[2] if len(data) >= _FIXED.size else 0
+    return {FLAG_SINGLE: "version 1, SINGLE", FLAG_LLM_SINGLE: "version 1, LLM_SINGLE"}.get(flags, "version 1")
+
+
+def is_compact(prefix: bytes) -> bool:
+    """Whether `prefix` starts a COMPACT archive."""
+    return bytes(prefix[:4]) == MAGIC and len(prefix) > 4 and prefix[4] == COMPACT_MARK
 
 
 def is_archive(prefix: bytes) -> bool:

