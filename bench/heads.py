@@ -37,9 +37,7 @@ def main() -> int:
     print("| head (backend id) | bytes | bpb | compress KB/s | decompress KB/s |")
     print("|---|---:|---:|---:|---:|")
     for backend_id in IDS:
-        with Compressor(threads=args.threads) as c:
-            model = c._loaded_model(4096)
-            model.default_backend_id = backend_id  # what new archives record
+        with Compressor(threads=args.threads, backend_id=backend_id) as c:  # what new archives record
             started = time.perf_counter()
             archive = c.compress(data)
             packed = time.perf_counter()

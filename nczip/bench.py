@@ -80,6 +80,7 @@ def nczip_tool(
     *,
     model: str | None = None,
     threads: int | None = None,
+    level: int | None = None,
     window: int | None = None,
     lanes: int | None = None,
     llm_only: bool = False,
@@ -87,6 +88,8 @@ def nczip_tool(
     """nczip as a child process of this very Python and this very nczip package (not whatever
     `nczip` is first on PATH), with the coding flags in the row's name."""
     flags: list[str] = []
+    if level is not None:
+        flags += [f"-{level}"]
     if window is not None:
         flags += ["--window", str(window)]
     if lanes is not None:

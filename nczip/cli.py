@@ -22,7 +22,7 @@ import click
 
 from . import __version__, container, segment
 from .api import BACKENDS, Compressor
-from .params import CodecParams
+from .params import DEFAULT_LEVEL, MAX_LANES, WINDOW_RANGE
 from .errors import NczipError
 from .fileio import atomic_writer, write_atomic
 from .progress import ProgressLine
@@ -50,12 +50,33 @@ class GzipStyleGroup(click.Group):
     _SHORT = {"t": "test", "l": "info", "d": "decompress"}
     _RANK = ("compress", "decompress", "test", "info")
     # Flags without a value that may be clustered (-dc, -tv); -o takes one (-ofile is not a cluster).
-    _CLUSTER = frozenset("cdfklqrtv")
+    _CLUSTER = frozenset("cdfklqrtv123456789")
 
     def parse_args(self, ctx, args):
+        args = self._levels(list(args))
         if not args or (args[0] not in self.commands and args[0] not in ("--help", "-h", "--version")):
             args = self._route(list(args))
         return super().parse_args(ctx, args)
+
+    @classmethod
+    def _levels(cls, args: list[str]) -> list[str]:
+        """gzip's -1 .. -9 (also inside a cluster: -9c) and --fast / --best, as --level N."""
+        out = []
+        for i, arg in enumerate(args):
+            if arg == "--":
+                return out + args[i:]
+            if arg in ("--fast", "--best"):
+                out += ["--level", "1" if arg == "--fast" else "9"]
+                continue
+            if arg.startswith("-") and not arg.startswith("--") and len(arg) > 1 and set(arg[1:]) <= cls._CLUSTER:
+                digits = [c for c in arg[1:] if c.isdigit()]
+                if digits:
+                    out += ["--level", digits[-1]]
+                    arg = "-" + "".join(c for c in arg[1:] if not c.isdigit())
+                    if arg == "-":
+                        continue
+            out.append(arg)
+        return out
 
     def _route(self, args: list[str]) -> list[str]:
         command = "compress"
@@ -97,12 +118,13 @@ DEVICE_OPTION = click.option(
     "--device", type=click.Choice(["cpu", "cuda"]), help="Torch backend's device (default: cuda when there is a GPU)."
 )
 THREADS_OPTION = click.option("--threads", type=click.IntRange(1, 256), help="CPU threads (default: physical cores).")
-WINDOW_HELP = "Context window in tokens."
+LEVEL_HELP = "1 (fastest) to 9 (smallest), as -1 .. -9, --fast and --best: lanes, window and ensemble together."
+WINDOW_HELP = "Context window in tokens (default: the level's)."
 SLIDE_HELP = (
     "How a full context window moves on: shift (the default with llama.cpp) drops its oldest 1/4 from the "
     "cache; restart (the torch backend's only way) evaluates its last half again."
 )
-LANES_HELP = "Most lanes coded side by side: more is faster on long inputs, 1 compresses best."
+LANES_HELP = "Most lanes coded side by side: more is faster on long inputs, 1 compresses best (default: the level's)."
 LLM_ONLY_HELP = "Predict with the language model alone, without the n-gram, match and bias models beside it."
 ROUTE_HELP = ("auto: text to the model, binary to zstd or lzma, never larger than those; "
               "llm: every byte to the model (for measurements).")
@@ -145,17 +167,18 @@ def cli():
 @cli.command()
 @click.argument("files", nargs=-1, type=click.Path())
 @common_options
-@click.option("--window", type=click.IntRange(16, 131072), default=CodecParams.window, show_default=True, help=WINDOW_HELP)
-@click.option("--lanes", type=click.IntRange(1, 256), default=CodecParams.lanes, show_default=True, help=LANES_HELP)
+@click.option("--level", type=click.IntRange(1, 9), default=DEFAULT_LEVEL, show_default=True, help=LEVEL_HELP)
+@click.option("--window", type=click.IntRange(*WINDOW_RANGE), default=None, help=WINDOW_HELP)
+@click.option("--lanes", type=click.IntRange(1, MAX_LANES), default=None, help=LANES_HELP)
 @click.option("--llm-only", is_flag=True, help=LLM_ONLY_HELP)
 @click.option("--route", type=click.Choice(["auto", "llm"]), default="auto", show_default=True, help=ROUTE_HELP)
 @click.option("--slide", type=click.Choice(["shift", "restart"]), default=None, help=SLIDE_HELP)
 @click.option("--verify/--no-verify", default=None, help="Decode the archive before deleting the input (default: on when the input is deleted).")
-def compress(files, to_stdout, output, keep, recursive, force, quiet, verbose, model_path, backend, device, threads, window, lanes,
-             llm_only, route, slide, verify):
+def compress(files, to_stdout, output, keep, recursive, force, quiet, verbose, model_path, backend, device, threads, level,
+             window, lanes, llm_only, route, slide, verify):
     """Compress FILES (or standard input) to FILE.ncz."""
     run = Run(quiet, verbose, force)
-    with compressor_of(model=model_path, backend=backend, device=device, threads=threads, window=window,
+    with compressor_of(model=model_path, backend=backend, device=device, threads=threads, level=level, window=window,
                        lanes=lanes, llm_only=llm_only, route=route, slide=slide) as compressor:
         for source, target in plan_outputs(files, to_stdout, output, decompressing=False, recursive=recursive):
             run.guard(source, lambda: compress_one(run, compressor, source, target, keep, verify))
@@ -225,10 +248,11 @@ def test(files, quiet, verbose, model_path, backend, device, threads):
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines on stderr (nor the table, when it would go there).")
 @MODEL_OPTION
 @THREADS_OPTION
-@click.option("--window", type=click.IntRange(16, 131072), help=WINDOW_HELP + " [nczip's default]")
-@click.option("--lanes", type=click.IntRange(1, 256), help=LANES_HELP + " [nczip's default]")
+@click.option("--level", type=click.IntRange(1, 9), help=LEVEL_HELP + " [nczip's default]")
+@click.option("--window", type=click.IntRange(*WINDOW_RANGE), help=WINDOW_HELP)
+@click.option("--lanes", type=click.IntRange(1, MAX_LANES), help=LANES_HELP)
 @click.option("--llm-only", is_flag=True, help=LLM_ONLY_HELP)
-def bench(files, limit, json_out, csv_out, plot_out, quiet, model_path, threads, window, lanes, llm_only):
+def bench(files, limit, json_out, csv_out, plot_out, quiet, model_path, threads, level, window, lanes, llm_only):
     """Compare nczip with gzip -9, bzip2 -9, xz -9e and zstd -19 on FILES.
 
     FILES are paths or names of corpus files (corpora/manifest.json, found in $NCZIP_CORPORA or
@@ -255,7 +279,8 @@ def bench(files, limit, json_out, csv_out, plot_out, quiet, model_path, threads,
             click.echo(f"missing: {m.name} ({m.reason})", err=True)
         raise click.ClickException("no file to benchmark")
     say = (lambda message: None) if quiet else (lambda message: click.echo(f"nczip bench: {message}", err=True))
-    tools = [b.nczip_tool(model=model_path, threads=threads, window=window, lanes=lanes, llm_only=llm_only), *b.external_tools()]
+    tools = [b.nczip_tool(model=model_path, threads=threads, level=level, window=window, lanes=lanes, llm_only=llm_only),
+             *b.external_tools()]
     report = b.run(
         inputs, tools, missing=missing, limit=limit,
         on_file=lambda f: say(f"{f.name} ({f.bytes:,} bytes)"),
@@ -333,10 +358,7 @@ class Run:
             builder = compressor.archive_builder(
                 progress=line.advance if line else None, measure_ideal=self.verbose >= 2
             )
-            total = 0
-            for part in segment.split_stream(stream.read):
-                builder.add(part)
-                total += len(part)
+            total = builder.add_stream(stream.read)
             archive = container.write_archive(builder.finish())
         elapsed = time.perf_counter() - started
         if self.verbose:
@@ -585,12 +607,12 @@ def print_info(source: str) -> None:
     h = archive.header
     fields = [
         ("archive", f"{display(source)} ({len(data)} bytes)"),
-        ("format version", container.FORMAT_VERSION),
+        ("format", container.form_name(data)),
         ("backend", h.backend or "-"),
         ("model", h.model_name or "-"),
         ("model sha256", h.model_sha256.hex() if h.backend else "- (no segment needs a model)"),
         ("original size", f"{h.original_size} bytes"),
-        ("original sha256", h.original_sha256.hex()),
+        ("original sha256", h.original_sha256.hex() + (" (its first 8 bytes)" if len(h.original_sha256) < 32 else "")),
         ("parameters", " ".join(f"{k}={v}" for k, v in h.params.items()) or "-"),
         ("ratio", f"{bpb(len(data), h.original_size):.4f} bpb" if h.original_size else "-"),
         ("segments", len(archive.segments)),

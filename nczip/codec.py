@@ -58,7 +58,7 @@ def step_count(tokens: int, params: CodecParams) -> int:
 def checkpoint_count(tokens: int, params: CodecParams) -> int:
     """Checkpoints in a segment: at step 0, check_every, 2*check_every, ..."""
     steps = step_count(tokens, params)
-    return 0 if steps == 0 else (steps - 1) // params.check_every + 1
+    return 0 if steps == 0 or params.check_every == 0 else (steps - 1) // params.check_every + 1
 
 
 def _fingerprint(rows: Sequence) -> bytes:
@@ -211,7 +211,7 @@ def encode_tokens(
 
     def code(step: int, rows: Sequence[np.ndarray], indices: Sequence[int], lanes: Sequence[int]) -> list[int]:
         nonlocal checkpoints
-        if step % params.check_every == 0:
+        if params.check_every and step % params.check_every == 0:
             checkpoints += _fingerprint(rows)
         coded = [tokens[i] for i in indices]
         for row, token, index, lane in zip(rows, coded, indices, lanes):
@@ -258,7 +258,7 @@ def decode_tokens(
 
     def code(step: int, rows: Sequence[np.ndarray], indices: Sequence[int], lanes: Sequence[int]) -> list[int]:
         nonlocal done
-        if step % params.check_every == 0:
+        if params.check_every and step % params.check_every == 0:
             k = step // params.check_every
             if _fingerprint(rows) != checkpoints[k * CHECKPOINT_BYTES : (k + 1) * CHECKPOINT_BYTES]:
                 where = f"token {indices[0]}" if len(rows) == 1 else f"step {step} (tokens {', '.join(map(str, indices[:3]))}, ...)"

@@ -10,13 +10,12 @@ ChecksumError from that read.
 from __future__ import annotations
 
 import builtins
-import hashlib
 import io
 import os
 from typing import BinaryIO
 
 from . import container, segment
-from .api import Compressor, check_header, verify_output
+from .api import Compressor
 from .errors import FormatError
 
 _READ_MODES = {"r", "rb"}
@@ -74,12 +73,8 @@ class NczipFile(io.BufferedIOBase):
             self._builder = compressor.archive_builder()
             self._pending = bytearray()
         else:
-            self._header = None  # read lazily, on the first read
+            self._parts = None  # the decoded segments, from the first read on
             self._buffer = memoryview(b"")
-            self._next_segment = 0
-            self._hash = hashlib.sha256()
-            self._decoded = 0
-            self._finished = False
 
     # -- io.BufferedIOBase ----------------------------------------------------------------------
     def readable(self) -> bool:
@@ -152,37 +147,29 @@ class NczipFile(io.BufferedIOBase):
     # -- reading, one segment at a time -----------------------------------------------------------
     def _fill(self) -> bool:
         """Decode the next segment into the buffer; False at the end of the archive."""
-        if self._header is None:
-            self._header, self._entries = container.read_prefix(self._fileobj)
-            self._params = check_header(self._header)
-            self._compressor.check_model(self._header, self._params, [entry.method for entry in self._entries])
-        count = len(self._entries)
-        if self._next_segment == count:
-            self._check_end()  # an archive of no segments still has its end to check
+        if self._parts is None:
+            self._parts = self._compressor.decode_segments(*self._segments())
+        part = next(self._parts, None)
+        if part is None:
             return False
-        index = self._next_segment
-        entry = self._entries[index]
-        payload = container.read_payload(self._fileobj, entry, index, count)
-        part = self._compressor.decode_segment(
-            self._header, self._params, index, count, entry.method, entry.original_size, entry.token_count, payload
-        )
-        self._next_segment += 1
-        self._hash.update(part)
-        self._decoded += len(part)
-        if self._next_segment == count:
-            self._check_end()  # before the last segment's bytes are handed out
         self._buffer = memoryview(part)
         return True
 
-    def _check_end(self) -> None:
-        """Nothing may follow the last payload, and the whole output must match the size and
-        SHA-256 recorded at compression."""
-        if self._finished:
-            return
-        if self._fileobj.read(1):
-            raise FormatError("unexpected bytes after the last segment")
-        verify_output(self._header, self._decoded, self._hash.digest())
-        self._finished = True
+    def _segments(self):
+        """(header, methods, payloads) of the archive, its payloads read one at a time; nothing may
+        follow the last one."""
+        header, entries, stream = container.read_prefix(self._fileobj)
+
+        def payloads():
+            for index, entry in enumerate(entries):
+                payload = container.read_payload(stream, entry, index, len(entries))
+                if index == len(entries) - 1 and stream.read(1):
+                    raise FormatError("unexpected bytes after the last segment")
+                yield entry.method, entry.original_size, entry.token_count, payload
+            if not entries and stream.read(1):
+                raise FormatError("unexpected bytes after the last segment")
+
+        return header, [entry.method for entry in entries], payloads()
 
     def _check_open(self) -> None:
         if self.closed:

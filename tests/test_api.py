@@ -149,15 +149,22 @@ def test_decompressing_garbage_raises_only_nczip_errors(tiny_compressor, data):
 
 
 def test_the_backend_ids_are_known_without_importing_the_backends():
-    from nczip.models import engine
-    from nczip.models.llama_cpp import BACKEND_ID, BACKEND_IDS
+    """models/backends.py defines every id once; the backends take theirs from it, and knowing
+    them imports no backend (nczip info, and the binary route, load neither numpy nor a model)."""
+    import subprocess
+    import sys
 
-    assert api._LLAMA_BACKEND_IDS == BACKEND_IDS
-    assert api._backend_of(BACKEND_ID) == "llama"
-    assert api._ENGINE_BACKEND_IDS == engine.BACKEND_IDS and api._ENGINE_BACKEND_ID == engine.BACKEND_ID
-    assert api._backend_of(engine.BACKEND_ID) == "engine"
-    assert api._backend_of("torch-cpu-f32-t4") == "torch" and api._backend_of("torch-cuda-f32") == "torch"
-    assert api._backend_of("llama.cpp") is None and api._backend_of("onnx") is None
+    from nczip.models import backends, engine
+    from nczip.models.llama_cpp import ARITHMETIC, BACKEND_ID, BACKEND_IDS
+
+    assert backends.LLAMA_IDS == BACKEND_IDS and set(ARITHMETIC) == set(BACKEND_IDS)
+    assert backends.backend_of(BACKEND_ID) == "llama"
+    assert backends.ENGINE_IDS == engine.BACKEND_IDS and backends.backend_of(engine.BACKEND_ID) == "engine"
+    assert backends.backend_of("torch-cpu-f32-t4") == "torch" and backends.backend_of("torch-cuda-f32") == "torch"
+    assert backends.backend_of("llama.cpp") is None and backends.backend_of("onnx") is None
+    assert backends.backend_of("torch-cpu-f32-t0") is None and backends.backend_of("torch-cpu-f32-t257") is None
+    code = "import sys, nczip.models.backends, nczip.api; print(sorted(m for m in ('numpy', 'llama_cpp', 'torch') if m in sys.modules))"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
 
 
 def test_slide_follows_the_backend_and_is_checked():

@@ -153,7 +153,7 @@ def test_header_records_the_parameters(tiny_gguf):
         header, _ = container.read_header(c.compress(b"hello world"))
     assert dict(header.params) == {
         "cdf_bits": 31,
-        "check_every": 4096,
+        "check_every": 0,  # no drift checkpoints: the engine computes the same floats everywhere
         "keep": 10,
         "lane_tokens": 2048,
         "lanes": 16,
@@ -162,7 +162,7 @@ def test_header_records_the_parameters(tiny_gguf):
         "primer": 512,
         "window": 40,
         "slide": 1,  # the window shifts (absent: restarts, as in archives from before)
-        "ensemble": 2,  # the default preset
+        "ensemble": 3,  # the default ensemble preset
     }
     with Compressor(model=tiny_gguf, route="llm", threads=1, llm_only=True) as c:
         header, _ = container.read_header(c.compress(b"hello world"))
@@ -172,19 +172,29 @@ def test_header_records_the_parameters(tiny_gguf):
     with Compressor(model=tiny_gguf, route="llm", threads=1, backend="llama") as c:
         header, _ = container.read_header(c.compress(b"hello world"))
     assert header.backend == "llama.cpp-fa2-sw"  # flash attention, lone lanes padded, sliding-window ring
+    assert check_header(header).check_every == 4096  # llama.cpp's floats depend on the machine: checkpoints
 
 
-def test_default_settings_are_one_preset_number(tiny_gguf):
+@pytest.mark.parametrize("level", range(1, 10))
+def test_every_level_is_one_preset_number(tiny_gguf, level):
     data = b"hello world, " * 20
-    with Compressor(model=tiny_gguf, route="llm", threads=1) as c:
+    with Compressor(model=tiny_gguf, route="llm", threads=1, level=level) as c:
         archive = c.compress(data)
         header, _ = container.read_header(archive)
-        assert dict(header.params) == {"codec": 2, "n_vocab": 559, "ensemble": 2}
+        assert dict(header.params) == {"codec": 10 + level, "n_vocab": 559}
         assert c.decompress(archive) == data
     # The same settings spelled out mean the same coding, and cost ~80 bytes more (LLM_SINGLE form).
-    spelled = dataclasses.replace(header, params={**api.CODEC_PRESETS[2], "n_vocab": 559, "ensemble": 2})
+    spelled = dataclasses.replace(header, params={**api.CODEC_PRESETS[10 + level], "n_vocab": 559})
     assert check_header(spelled) == check_header(header)
     assert len(container.write_archive(container.Archive(spelled, container.read_archive(archive).segments))) - len(archive) >= 70
+
+
+def test_the_default_level_is_preset_2_without_checkpoints_and_with_ensemble_preset_3():
+    from nczip.params import CODEC_PRESETS, DEFAULT_LEVEL
+
+    default = dict(CODEC_PRESETS[10 + DEFAULT_LEVEL])
+    assert default.pop("check_every") == 0 and default.pop("ensemble") == 3
+    assert default == {k: v for k, v in CODEC_PRESETS[2].items() if k != "check_every"}
 
 
 def test_ensemble_preset_1_archives_still_decode(tiny_gguf):
@@ -194,7 +204,8 @@ def test_ensemble_preset_1_archives_still_decode(tiny_gguf):
     from nczip.ensemble import HEADER_PREFIX, PRESETS
 
     data = b"the same bits under both presets, " * 12
-    with Compressor(model=tiny_gguf, route="llm", threads=1) as c:
+    with Compressor(model=tiny_gguf, route="llm", threads=1, check_every=4096) as c:  # as codec preset 1
+        c.params = dataclasses.replace(c.params, ensemble=PRESETS[2])
         current = c.compress(data)
         c.params = dataclasses.replace(c.params, ensemble=PRESETS[1])
         old = c.compress(data)
@@ -213,7 +224,7 @@ def test_ensemble_preset_1_archives_still_decode(tiny_gguf):
 @pytest.mark.parametrize(
     "params, error, message",
     [
-        ({"codec": 3, "n_vocab": 559}, ModelMismatchError, "codec preset 3; this nczip knows \\[1, 2\\]"),
+        ({"codec": 3, "n_vocab": 559}, ModelMismatchError, "codec preset 3; this nczip knows \\[1, 2, 11, 12,"),
         ({"codec": 1, "window": 64, "n_vocab": 559}, FormatError, "codec preset 1 and also window"),
     ],
 )
@@ -500,8 +511,7 @@ def test_pinned_archive_of_a_fixed_input(tiny_gguf, backend_id, slide):
         pytest.skip("this CPU's features differ from the pinning machine's: llama.cpp may compute other floats")
     data = CASES["ascii"] * 3 + CASES["multilingual_utf8"]
     settings = dict(threads=1, window=32, lanes=3, lane_tokens=16, primer=8, llm_only=True, slide=slide)
-    with Compressor(model=tiny_gguf, route="llm", backend="llama", **settings) as c:
-        c._loaded_model(32).default_backend_id = backend_id  # the id new archives record
+    with Compressor(model=tiny_gguf, route="llm", backend_id=backend_id, **settings) as c:
         archive = c.compress(data)
         assert c.decompress(archive) == data
     assert container.read_header(archive)[0].backend == backend_id
@@ -518,6 +528,6 @@ def test_legacy_llama_archives_decode_as_they_were_coded(tiny_gguf):
         archive = container.read_archive(c.compress(data))
         old = container.write_archive(dataclasses.replace(archive, header=dataclasses.replace(archive.header, backend="llama.cpp-fa")))
         assert c.decompress(old) == data
-        assert c._model.identity.backend == "llama.cpp-fa"
+        assert c.model.identity.backend == "llama.cpp-fa"
         again = container.read_header(c.compress(data))[0]  # compressing goes back to the current id
         assert again.backend == "llama.cpp-fa2-sw"

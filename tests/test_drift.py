@@ -96,7 +96,7 @@ def test_default_checkpoint_cost_is_under_0_2_percent():
 
 def test_drift_through_the_cli_path_is_one_error(tiny_gguf):
     """The whole pipeline: an archive whose checkpoint disagrees raises DriftError (an NczipError)."""
-    with Compressor(model=tiny_gguf, route="llm", threads=1, window=64) as c:
+    with Compressor(model=tiny_gguf, route="llm", threads=1, window=64, check_every=4096) as c:
         archive = container.read_archive(c.compress(TEXT))
         (seg,) = archive.segments
         forged_payload = seg.payload[:-1] + bytes([seg.payload[-1] ^ 1])  # flip a checkpoint bit

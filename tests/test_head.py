@@ -218,10 +218,9 @@ def test_round_trips_with_the_own_head_and_old_archives_still_decode(tiny_gguf_q
             if data:
                 assert container.read_header(archive)[0].backend == HEAD_BACKEND_ID, name
             assert c.decompress(archive) == data, name
-        text = edge_cases()["ascii"]
-        c._loaded_model(256).use_backend_id(BACKEND_ID)  # as nczip 0.x before the own head wrote it
-        c._loaded_model(256).default_backend_id = BACKEND_ID
-        old = c.compress(text)
+    text = edge_cases()["ascii"]
+    with Compressor(model=str(tiny_gguf_q8), route="llm", threads=2, backend_id=BACKEND_ID) as c:
+        old = c.compress(text)  # as nczip 0.x before the own head wrote it
     assert container.read_header(old)[0].backend == BACKEND_ID
     with Compressor(model=str(tiny_gguf_q8), route="llm", threads=1) as fresh:
         assert fresh.decompress(old) == text

@@ -1,5 +1,5 @@
 """Any input, never worse than zstd or lzma: the route (route.py), the binary codecs (binary.py)
-and how the pipeline combines them with the LLM (api.py)."""
+and how the pipeline combines them with the LLM (pipeline.py)."""
 from __future__ import annotations
 
 import hashlib
@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from corpora.samples import edge_cases
-from nczip import api, binary, container, route
+from nczip import binary, container, pipeline, route
 from nczip.api import Compressor
 from nczip.container import Method
 from nczip.errors import CorruptSegmentError
@@ -253,7 +253,7 @@ def weak_fallback(monkeypatch):
     def encode(data):
         return (Method.STORED, bytes(data)) if route.is_text_block(bytes(data)[:512]) else real(data)
 
-    monkeypatch.setattr(api.binary, "encode", encode)
+    monkeypatch.setattr(pipeline.binary, "encode", encode)
 
 
 def test_mixed_archives_hold_llm_and_binary_segments(tiny_gguf, weak_fallback):
@@ -279,13 +279,13 @@ def test_mixed_archives_hold_llm_and_binary_segments(tiny_gguf, weak_fallback):
 
 def test_a_text_span_the_model_loses_is_kept_in_its_binary_coding(tiny_gguf, monkeypatch):
     calls = []
-    real = Compressor._encode_text
+    real = pipeline.ArchiveBuilder._encode_text
 
-    def spy(self, part, progress, stats):
+    def spy(self, part):
         calls.append(len(part))
-        return real(self, part, progress, stats)
+        return real(self, part)
 
-    monkeypatch.setattr(Compressor, "_encode_text", spy)
+    monkeypatch.setattr(pipeline.ArchiveBuilder, "_encode_text", spy)
     data = text(9000)
     with Compressor(model=tiny_gguf, threads=1, window=64) as c:
         archive = c.compress(data)

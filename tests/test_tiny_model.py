@@ -377,11 +377,11 @@ def test_every_llama_backend_id_decodes_as_it_was_coded(tiny_gguf_q8):
     data = (ENGLISH.encode() * 40)[:3000]
     payloads = {}
     for backend_id in BACKEND_IDS:
+        # what nczip wrote when this id was the default
         with Compressor(model=str(tiny_gguf_q8), route="llm", threads=2, lanes=1, window=2048, llm_only=True,
-                        backend="llama") as c:
-            c._loaded_model(2048).default_backend_id = backend_id  # what nczip wrote when this id was the default
+                        backend_id=backend_id) as c:
             archive = c.compress(data)
-            assert c._model.n_ctx >= 1000 and c.last_stats.tokens > 1000
+            assert c.model.n_ctx >= 1000 and c.last_stats.tokens > 1000
         parsed = container.read_archive(archive)
         assert parsed.header.backend == backend_id
         payloads[backend_id] = parsed.segments[0].payload

@@ -197,7 +197,7 @@ def test_round_trip_in_a_fresh_compressor_with_other_threads(hf_dir, torch_compr
     with Compressor(model=hf_dir, threads=2) as other:
         assert other.decompress(archive) == data
         assert other.models_loaded == 1
-        assert other._model.identity.backend == "torch-cpu-f32-t1"
+        assert other.model.identity.backend == "torch-cpu-f32-t1"
 
 
 def test_llama_backend_refuses_a_torch_archive(hf_dir, torch_compressor):

@@ -16,15 +16,15 @@ import numpy as np
 
 from .. import _cext
 from ..errors import NczipError
+from .backends import ENGINE_ID, ENGINE_IDS
 from .gguf import GGUFFile
 from .llm import ModelIdentity, VocabularyOf
 from .registry import ModelFile
 from .vocab import SpmVocab
 
-# The backend id archives record: it names the engine's arithmetic (docs/engine.md). Any change
-# to a single operation of the forward pass needs a new id, and this one stays decodable.
-BACKEND_ID = "nczip-1"
-BACKEND_IDS = (BACKEND_ID,)
+# The backend id archives record names the engine's arithmetic (docs/engine.md; backends.py).
+BACKEND_ID = ENGINE_ID
+BACKEND_IDS = ENGINE_IDS
 ARCHITECTURES = frozenset({"gemma3"})
 
 # Rows of one lane in one call: a prefill block of the encoder, or a restart's BOS + kept tokens
@@ -75,6 +75,8 @@ class EngineModel(VocabularyOf):
 
     # A row's logits depend only on its lane's tokens: the encoder may prefill (codec.py).
     batch_invariant = True
+    # ... and on nothing about the machine: no drift checkpoints needed (api.coding_params).
+    portable = True
 
     def __init__(self, model: ModelFile, *, n_ctx: int, threads: int, n_lanes: int = 1):
         self.n_batch = N_BATCH

@@ -17,6 +17,8 @@ import numpy as np
 
 from ..errors import NczipError
 from .llm import ModelIdentity, VocabularyOf
+from ..params import MAX_LANES, N_BATCH
+from .backends import LLAMA_HEAD_ID, LLAMA_ID, LLAMA_IDS, LLAMA_LEGACY_ID
 from .registry import ModelFile
 
 # The backend and its arithmetic. An archive records the id it was coded with, and decoding
@@ -33,9 +35,9 @@ from .registry import ModelFile
 #   a ring, instead of a full context's. Gemma-3-270M has 15 sliding layers of 18: per lane,
 #   3 x 4,352 + 15 x 1,024 cells of 1 KB instead of 18 x 4,352 (29 MB, not 78 MB). Cells wrap in the ring, so attention
 #   sums them in another order than a full cache: other floats, so another id.
-HEAD_BACKEND_ID = "llama.cpp-fa2-h8-sw"
-BACKEND_ID = "llama.cpp-fa2-sw"
-LEGACY_BACKEND_ID = "llama.cpp-fa"
+HEAD_BACKEND_ID = LLAMA_HEAD_ID
+BACKEND_ID = LLAMA_ID
+LEGACY_BACKEND_ID = LLAMA_LEGACY_ID
 
 
 @dataclass(frozen=True)
@@ -54,11 +56,11 @@ ARITHMETIC = {
     "llama.cpp-fa2": Arithmetic(pad_scattered_lanes=True, own_head=False, swa_full=True),
     LEGACY_BACKEND_ID: Arithmetic(pad_scattered_lanes=False, own_head=False, swa_full=True),
 }
-BACKEND_IDS = tuple(ARITHMETIC)
-# Prefill chunk sizes are part of the archive's parameters: they shape llama.cpp's computation.
-DEFAULT_N_BATCH = 512
-# llama.cpp's LLAMA_MAX_SEQ: sequences one context can hold.
-MAX_LANES = 256
+BACKEND_IDS = LLAMA_IDS
+assert set(ARITHMETIC) == set(LLAMA_IDS)
+# Prefill chunk sizes are part of the archive's parameters (params.N_BATCH): they shape llama.cpp's
+# computation. MAX_LANES is llama.cpp's LLAMA_MAX_SEQ, the sequences one context can hold.
+DEFAULT_N_BATCH = N_BATCH
 
 
 # libgomp's spin before an idle thread sleeps, read once when llama.cpp's CPU library loads it.

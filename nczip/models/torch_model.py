@@ -22,31 +22,22 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import NczipError
+from ..params import MAX_LANES, N_BATCH
+from .backends import torch_backend_id, torch_device_of
 from .llm import ModelIdentity, VocabularyOf
 from .registry import ModelFile
 
-BACKEND_PREFIX = "torch-"
-DEFAULT_N_BATCH = 512  # prefill chunk: part of the archive's parameters, as for llama.cpp
-MAX_LANES = 256
+DEFAULT_N_BATCH = N_BATCH  # prefill chunk: part of the archive's parameters, as for llama.cpp
 
 
 def backend_id(device: str, threads: int = 1) -> str:
     """The id an archive records: device type and arithmetic, because both change the floats, and
     on the CPU the thread count: MKL's kernels for some small matrices round differently with
-    1 and 2 threads (measured with torch 2.13: 5-7 and 9-11 rows), so decoding uses the same."""
-    return f"{BACKEND_PREFIX}cpu-f32-t{threads}" if device == "cpu" else f"{BACKEND_PREFIX}{device}-f32"
+    1 and 2 threads on some CPUs (measured with torch 2.13: 5-7 and 9-11 rows), so decoding uses the same."""
+    return torch_backend_id(device, threads)
 
 
-def parse_backend_id(backend: str) -> tuple[str, int | None] | None:
-    """(device, CPU threads or None) of a torch backend id; None if it is not one."""
-    if backend == f"{BACKEND_PREFIX}cuda-f32":
-        return "cuda", None
-    prefix = f"{BACKEND_PREFIX}cpu-f32-t"
-    if backend.startswith(prefix) and backend[len(prefix):].isdigit() and backend[len(prefix)] != "0":
-        threads = int(backend[len(prefix):])
-        if 1 <= threads <= 256:
-            return "cpu", threads
-    return None
+parse_backend_id = torch_device_of  # (device, CPU threads or None) of a torch backend id; None if not one
 
 
 def _import_torch():
