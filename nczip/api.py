@@ -65,7 +65,8 @@ class Compressor:
                  cdf_bits: int | None = None, check_every: int | None = None, lanes: int | None = None,
                  lane_tokens: int | None = None, primer: int | None = None, llm_only: bool = False,
                  route: str = "auto", backend: str | None = None, backend_id: str | None = None,
-                 device: str | None = None, slide: str | None = None):
+                 device: str | None = None, slide: str | None = None, ray: str | None = None,
+                 ray_workers: int | None = None):
         if backend is None and model is not None and os.path.isdir(model):
             backend = "torch"  # a transformers model directory: only torch loads one
         if backend is not None and backend not in BACKENDS:
@@ -98,6 +99,18 @@ class Compressor:
         self.route = route
         self._slot = ModelSlot(model, backend=backend, device=device, threads=self.threads, backend_id=backend_id)
         self.last_stats: CodingStats | None = None
+        if ray_workers is not None and (isinstance(ray_workers, bool) or not isinstance(ray_workers, int) or ray_workers < 1):
+            raise ValueError(f"ray_workers must be a positive integer, got {ray_workers!r}")
+        # Ray (distributed.py): every chunk coded by one of the cluster's workers, each a
+        # Compressor of these very options, with `threads` CPUs (1 unless given)
+        self._ray = ray
+        self._ray_workers = ray_workers
+        self._ray_options = dict(model=None if model is None else os.fspath(model), level=level, window=window,
+                                 keep=keep, cdf_bits=cdf_bits, check_every=check_every, lanes=lanes,
+                                 lane_tokens=lane_tokens, primer=primer, llm_only=llm_only, route=route,
+                                 backend=backend, backend_id=backend_id, device=device, slide=slide)
+        self._ray_threads = threads or 1
+        self._cluster = None
 
     @property
     def model(self):
@@ -112,7 +125,18 @@ class Compressor:
     def model_file(self) -> ModelFile:
         return self._slot.model_file()
 
+    def cluster(self):
+        """The Ray cluster this compressor codes on (distributed.Cluster), or None without ray."""
+        if self._ray is not None and self._cluster is None:
+            from .distributed import Cluster
+
+            self._cluster = Cluster(self._ray, self._ray_options, workers=self._ray_workers, threads=self._ray_threads)
+        return self._cluster
+
     def close(self) -> None:
+        if self._cluster is not None:
+            self._cluster.close()
+            self._cluster = None
         self._slot.close()
 
     def __enter__(self):
@@ -131,7 +155,12 @@ class Compressor:
         """An ArchiveBuilder: feed it segments as they arrive (nczip.open() and the CLI do);
         its stats become last_stats."""
         self.last_stats = CodingStats(measure_ideal=measure_ideal)
-        return ArchiveBuilder(self._slot, self.params, self._auto_checkpoints, self.route, progress, self.last_stats)
+        return ArchiveBuilder(self.chunk_encoder(), progress, self.last_stats, cluster=self.cluster())
+
+    def chunk_encoder(self) -> pipeline.ChunkEncoder:
+        """What codes one chunk with this compressor's model and settings (distributed.py's
+        workers hold one each)."""
+        return pipeline.ChunkEncoder(self._slot, self.params, self._auto_checkpoints, self.route)
 
     def decompress(self, data: bytes, *, progress: Progress | None = None) -> bytes:
         """Return the original bytes; raises an NczipError if anything fails to check out.
@@ -150,6 +179,14 @@ class Compressor:
         check_header(header)
         archive = container.read_archive(data)
         segments = archive.segments
+        cluster = self.cluster()
+        if cluster is not None:
+            def check_model() -> None:  # on the coordinator, without loading the model
+                if any(s.method == Method.LLM for s in segments):
+                    self._slot.check(header.backend, header.model_sha256, header.model_name)
+
+            yield from cluster.decode_segments(header, segments, progress, check_model)
+            return
         yield from pipeline.decode_segments(
             self._slot, header, [s.method for s in segments],
             ((s.method, s.original_size, s.token_count, s.payload) for s in segments), progress,

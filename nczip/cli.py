@@ -53,10 +53,23 @@ class GzipStyleGroup(click.Group):
     _CLUSTER = frozenset("cdfklqrtv123456789")
 
     def parse_args(self, ctx, args):
-        args = self._levels(list(args))
+        args = self._ray(self._levels(list(args)))
         if not args or (args[0] not in self.commands and args[0] not in ("--help", "-h", "--version")):
             args = self._route(list(args))
         return super().parse_args(ctx, args)
+
+    @staticmethod
+    def _ray(args: list[str]) -> list[str]:
+        """--ray takes an optional address: `--ray FILE` is a local Ray and a file, not an address."""
+        out = []
+        for i, arg in enumerate(args):
+            if arg == "--":
+                return out + args[i:]
+            following = args[i + 1] if i + 1 < len(args) else None
+            if arg == "--ray" and not (following in ("local", "auto") or (following and ":" in following)):
+                arg = "--ray=local"
+            out.append(arg)
+        return out
 
     @classmethod
     def _levels(cls, args: list[str]) -> list[str]:
@@ -117,7 +130,13 @@ BACKEND_OPTION = click.option(
 DEVICE_OPTION = click.option(
     "--device", type=click.Choice(["cpu", "cuda"]), help="Torch backend's device (default: cuda when there is a GPU)."
 )
-THREADS_OPTION = click.option("--threads", type=click.IntRange(1, 256), help="CPU threads (default: physical cores).")
+THREADS_OPTION = click.option("--threads", type=click.IntRange(1, 256), help="CPU threads (default: physical cores; with --ray, per worker: 1).")
+RAY_OPTIONS = (
+    click.option("--ray", "ray", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
+                 help="Code the segments on a Ray cluster (pip install 'nczip[ray]'): alone, a Ray started here; "
+                 "auto, the cluster Ray finds; or its address (host:port, ray://host:port). The archive is the same."),
+    click.option("--ray-workers", type=click.IntRange(1, 4096), help="Ray workers (default: the cluster's CPUs / --threads)."),
+)
 LEVEL_HELP = "1 (fastest) to 9 (smallest), as -1 .. -9, --fast and --best: lanes, window and ensemble together."
 WINDOW_HELP = "Context window in tokens (default: the level's)."
 SLIDE_HELP = (
@@ -143,6 +162,7 @@ def common_options(func):
         BACKEND_OPTION,
         DEVICE_OPTION,
         THREADS_OPTION,
+        *RAY_OPTIONS,
     ]
     for option in reversed(options):
         func = option(func)
@@ -174,12 +194,13 @@ def cli():
 @click.option("--route", type=click.Choice(["auto", "llm"]), default="auto", show_default=True, help=ROUTE_HELP)
 @click.option("--slide", type=click.Choice(["shift", "restart"]), default=None, help=SLIDE_HELP)
 @click.option("--verify/--no-verify", default=None, help="Decode the archive before deleting the input (default: on when the input is deleted).")
-def compress(files, to_stdout, output, keep, recursive, force, quiet, verbose, model_path, backend, device, threads, level,
-             window, lanes, llm_only, route, slide, verify):
+def compress(files, to_stdout, output, keep, recursive, force, quiet, verbose, model_path, backend, device, threads, ray,
+             ray_workers, level, window, lanes, llm_only, route, slide, verify):
     """Compress FILES (or standard input) to FILE.ncz."""
     run = Run(quiet, verbose, force)
     with compressor_of(model=model_path, backend=backend, device=device, threads=threads, level=level, window=window,
-                       lanes=lanes, llm_only=llm_only, route=route, slide=slide) as compressor:
+                       lanes=lanes, llm_only=llm_only, route=route, slide=slide, ray=ray,
+                       ray_workers=ray_workers) as compressor:
         for source, target in plan_outputs(files, to_stdout, output, decompressing=False, recursive=recursive):
             run.guard(source, lambda: compress_one(run, compressor, source, target, keep, verify))
     run.exit()
@@ -197,10 +218,12 @@ def compressor_of(**options) -> Compressor:
 @cli.command()
 @click.argument("files", nargs=-1, type=click.Path())
 @common_options
-def decompress(files, to_stdout, output, keep, recursive, force, quiet, verbose, model_path, backend, device, threads):
+def decompress(files, to_stdout, output, keep, recursive, force, quiet, verbose, model_path, backend, device, threads,
+               ray, ray_workers):
     """Decompress FILE.ncz (or standard input)."""
     run = Run(quiet, verbose, force)
-    with compressor_of(model=model_path, backend=backend, device=device, threads=threads) as compressor:
+    with compressor_of(model=model_path, backend=backend, device=device, threads=threads, ray=ray,
+                       ray_workers=ray_workers) as compressor:
         for source, target in plan_outputs(files, to_stdout, output, decompressing=True, recursive=recursive):
             run.guard(source, lambda: decompress_one(run, compressor, source, target, keep))
     run.exit()
@@ -224,10 +247,13 @@ def info(files):
 @BACKEND_OPTION
 @DEVICE_OPTION
 @THREADS_OPTION
-def test(files, quiet, verbose, model_path, backend, device, threads):
+@RAY_OPTIONS[0]
+@RAY_OPTIONS[1]
+def test(files, quiet, verbose, model_path, backend, device, threads, ray, ray_workers):
     """Decode archives and verify them, writing nothing."""
     run = Run(quiet, verbose, False)
-    with compressor_of(model=model_path, backend=backend, device=device, threads=threads) as compressor:
+    with compressor_of(model=model_path, backend=backend, device=device, threads=threads, ray=ray,
+                       ray_workers=ray_workers) as compressor:
         for source in files or ("-",):
             def check(source=source):
                 if source == "-" and sys.stdin.isatty():
@@ -356,7 +382,7 @@ class Run:
         started = time.perf_counter()
         with self.progress(size or 0, f"{display(source)}: compressing") as line:
             builder = compressor.archive_builder(
-                progress=line.advance if line else None, measure_ideal=self.verbose >= 2
+                progress=_advance(line, compressor), measure_ideal=self.verbose >= 2
             )
             total = builder.add_stream(stream.read)
             archive = container.write_archive(builder.finish())
@@ -380,7 +406,7 @@ class Run:
         header, _ = container.read_header(data)
         size = 0
         with self.progress(header.original_size, f"{display(source)}: decompressing") as line:
-            for part in compressor.iter_decompress(data, progress=line.advance if line else None):
+            for part in compressor.iter_decompress(data, progress=_advance(line, compressor)):
                 if sink is not None:
                     sink(part)
                 size += len(part)
@@ -391,6 +417,13 @@ class Run:
                 f"{size / 1024 / max(elapsed, 1e-9):.2f} KB/s"
             )
         return size
+
+
+def _advance(line: ProgressLine | None, compressor: Compressor):
+    """The progress callback: per token group locally, per whole segment on a Ray cluster."""
+    if line is None:
+        return None
+    return line.advance_segment if compressor.cluster() is not None else line.advance
 
 
 @contextlib.contextmanager
@@ -463,7 +496,7 @@ def compress_one(run: Run, compressor: Compressor, source: str, target: str | No
         # bytes must have the size and SHA-256 the archive recorded while reading the input.
         with run.progress(size, f"{display(source)}: verifying") as line:
             try:
-                for _ in compressor.iter_decompress(archive, progress=line.advance if line else None):
+                for _ in compressor.iter_decompress(archive, progress=_advance(line, compressor)):
                     pass
             except NczipError as exc:
                 raise Failure(f"verification failed: {exc}; input kept") from None

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 from . import binary, container, route, segment, tokens
 from .container import Archive, Header, Method, Segment
 from .errors import ChecksumError, FormatError, ModelMismatchError
-from .models.backends import ENGINE_ID, ModelSlot
+from .models.backends import ModelSlot
 from .params import CodecParams, CodingStats, HeaderParamsError, header_params, params_from_header
 
 if TYPE_CHECKING:  # the codec and the model bring numpy and a backend: imported where used
@@ -29,16 +29,94 @@ def coding_params(params: CodecParams, auto_checkpoints: bool, model: LanguageMo
     return params
 
 
-class ArchiveBuilder:
-    """Codes the input segment by segment (each at most 1 MiB, as segment.py cuts it) and
-    assembles the archive when the input is complete. `stats` is what coding measured."""
+@dataclasses.dataclass(frozen=True)
+class CodedChunk:
+    """One chunk's coding: its segments, the binary coding of the whole chunk (the guards'
+    yardstick; None on route "llm"), and what the model segments were coded with (backend id,
+    vocabulary size and settings; None without one). Plain data, so a Ray worker can send it."""
 
-    def __init__(self, slot: ModelSlot, params: CodecParams, auto_checkpoints: bool, route_name: str,
-                 progress: Progress | None, stats: CodingStats):
-        self._slot = slot
-        self._params = params
-        self._auto_checkpoints = auto_checkpoints
-        self._route = route_name
+    segments: tuple[Segment, ...]
+    whole: Segment | None
+    backend_id: str | None
+    n_vocab: int
+    params: CodecParams | None
+    tokens: int
+
+
+class ChunkEncoder:
+    """Codes chunks, each independently of the others: the same bytes wherever it runs (a local
+    ArchiveBuilder, or a Ray worker: distributed.py)."""
+
+    def __init__(self, slot: ModelSlot, params: CodecParams, auto_checkpoints: bool, route_name: str):
+        self.slot = slot
+        self.params = params
+        self.auto_checkpoints = auto_checkpoints
+        self.route = route_name
+
+    def encode(self, chunk: bytes, progress: Progress | None = None, stats: CodingStats | None = None) -> CodedChunk:
+        """The segments of one chunk: its text spans (route.py) coded by the LLM, its binary spans
+        by stored, zstd or lzma, whichever is smallest.
+
+        Two guards keep the result from ever being worse than the plain codecs: a text span
+        whose LLM payload is larger than its binary coding is kept in that coding, and a chunk
+        whose segments together are larger than the binary coding of the whole chunk becomes
+        that one segment."""
+        self._used = None
+        stats = stats if stats is not None else CodingStats()
+        before = stats.tokens
+        segments, whole = self._segments(chunk, progress, stats)
+        model = self._used
+        return CodedChunk(
+            tuple(segments), whole,
+            model.identity.backend if model is not None else None,
+            model.n_vocab if model is not None else 0,
+            coding_params(self.params, self.auto_checkpoints, model) if model is not None else None,
+            stats.tokens - before,
+        )
+
+    def _segments(self, chunk: bytes, progress, stats) -> tuple[list[Segment], Segment | None]:
+        if self.route == "llm":
+            return [self._encode_text(chunk, progress, stats)], None
+        spans = route.plan(chunk)
+        segments = []
+        whole = None
+        for span in spans:
+            part = chunk[span.start : span.end]
+            fallback = _binary_segment(part)
+            if len(spans) == 1:
+                whole = fallback
+            if span.text:
+                coded = self._encode_text(part, progress, stats)
+                segments.append(coded if len(coded.payload) < len(fallback.payload) else fallback)
+            else:
+                segments.append(fallback)
+                if progress is not None:
+                    progress(len(part), 0)
+        if whole is None:
+            whole = _binary_segment(chunk)
+            if len(whole.payload) <= sum(len(s.payload) + container.RECORD_BYTES for s in segments) - container.RECORD_BYTES:
+                return [whole], whole
+        return segments, whole
+
+    def _encode_text(self, text: bytes, progress, stats) -> Segment:
+        from . import codec
+
+        model = self.slot.for_encoding(self.params.window)
+        ids = tokens.tokenize_exact(text, model)
+        params = coding_params(self.params, self.auto_checkpoints, model)
+        payload = codec.encode_tokens(model, ids, params, progress=_token_progress(model, progress), stats=stats)
+        self._used = model
+        return Segment(Method.LLM, len(text), len(ids), payload)
+
+
+class ArchiveBuilder:
+    """Takes the input chunk by chunk (each at most 1 MiB, as segment.py cuts it) and assembles
+    the archive when the input is complete. A chunk is coded by `encoder` (add), or comes coded
+    from elsewhere (add_coded: distributed.py). `stats` is what coding measured."""
+
+    def __init__(self, encoder: ChunkEncoder, progress: Progress | None, stats: CodingStats, cluster=None):
+        self.encoder = encoder
+        self.cluster = cluster  # a distributed.Cluster codes add_stream's chunks, when there is one
         self._progress = progress
         self.stats = stats
         self._segments: list[Segment] = []
@@ -46,20 +124,30 @@ class ArchiveBuilder:
         self._size = 0
         self._chunks = 0
         self._whole: Segment | None = None  # the latest chunk's binary coding (used if it is the only one)
-        self._coded_with: LanguageModel | None = None
+        self._coded_with: CodedChunk | None = None  # a chunk with model segments, for the header
 
     def add(self, chunk: bytes | memoryview) -> None:
         """One segment's bytes (at most segment.SEGMENT_BYTES)."""
         chunk = bytes(chunk)
         if chunk:
-            segments, self._whole = self._encode_chunk(chunk)
-            self._segments += segments
-            self._chunks += 1
-            self._hash.update(chunk)
-            self._size += len(chunk)
+            self.add_coded(chunk, self.encoder.encode(chunk, self._progress, self.stats), counted=True)
+
+    def add_coded(self, chunk: bytes, coded: CodedChunk, *, counted: bool = False) -> None:
+        """A chunk and its coding, in input order (counted: its tokens are in stats already)."""
+        self._segments += coded.segments
+        self._whole = coded.whole
+        if coded.backend_id is not None:
+            self._coded_with = coded
+        if not counted:
+            self.stats.tokens += coded.tokens
+        self._chunks += 1
+        self._hash.update(chunk)
+        self._size += len(chunk)
 
     def add_stream(self, read: Callable[[int], bytes]) -> int:
         """Everything read(n) returns until b"", cut into segments; returns the bytes read."""
+        if self.cluster is not None:
+            return self.cluster.encode_stream(self, read, self._progress)
         before = self._size
         for part in segment.split_stream(read):
             self.add(part)
@@ -78,65 +166,16 @@ class ArchiveBuilder:
                 return plain
         return archive
 
-    def _encode_chunk(self, chunk: bytes) -> tuple[list[Segment], Segment | None]:
-        """The segments of one chunk: its text spans (route.py) coded by the LLM, its binary spans
-        by stored, zstd or lzma, whichever is smallest.
-
-        Two guards keep the result from ever being worse than the plain codecs: a text span
-        whose LLM payload is larger than its binary coding is kept in that coding, and a chunk
-        whose segments together are larger than the binary coding of the whole chunk becomes
-        that one segment. Returns the segments and that binary coding of the whole chunk
-        (None with route "llm", which has no guards)."""
-        if self._route == "llm":
-            return [self._encode_text(chunk)], None
-        spans = route.plan(chunk)
-        segments = []
-        whole = None
-        for span in spans:
-            part = chunk[span.start : span.end]
-            fallback = _binary_segment(part)
-            if len(spans) == 1:
-                whole = fallback
-            if span.text:
-                coded = self._encode_text(part)
-                segments.append(coded if len(coded.payload) < len(fallback.payload) else fallback)
-            else:
-                segments.append(fallback)
-                if self._progress is not None:
-                    self._progress(len(part), 0)
-        if whole is None:
-            whole = _binary_segment(chunk)
-            if len(whole.payload) <= sum(len(s.payload) + container.RECORD_BYTES for s in segments) - container.RECORD_BYTES:
-                return [whole], whole
-        return segments, whole
-
-    def _encode_text(self, text: bytes) -> Segment:
-        from . import codec
-
-        model = self._slot.for_encoding(self._params.window)
-        ids = tokens.tokenize_exact(text, model)
-        params = coding_params(self._params, self._auto_checkpoints, model)
-        payload = codec.encode_tokens(model, ids, params, progress=_token_progress(model, self._progress),
-                                      stats=self.stats)
-        self._coded_with = model
-        return Segment(Method.LLM, len(text), len(ids), payload)
-
     def _header(self, uses_model: bool) -> Header:
         size, sha256 = self._size, self._hash.digest()
-        if not uses_model:
+        coded = self._coded_with
+        if not uses_model or coded is None:
             # No segment needs a model: the archive names none, and decodes without one.
             return Header(backend="", model_name="", model_sha256=bytes(32), original_size=size,
                           original_sha256=sha256, params={})
-        model, model_file = self._coded_with, self._slot.model_file()
-        return Header(
-            backend=model.identity.backend if model is not None else ENGINE_ID,
-            model_name=model_file.name,
-            model_sha256=model_file.sha256,
-            original_size=size,
-            original_sha256=sha256,
-            params=header_params(coding_params(self._params, self._auto_checkpoints, model) if model else self._params,
-                                 model.n_vocab if model is not None else 0),
-        )
+        model_file = self.encoder.slot.model_file()
+        return Header(backend=coded.backend_id, model_name=model_file.name, model_sha256=model_file.sha256,
+                      original_size=size, original_sha256=sha256, params=header_params(coded.params, coded.n_vocab))
 
 
 def check_header(header: Header) -> CodecParams:

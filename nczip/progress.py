@@ -15,6 +15,7 @@ class ProgressLine:
         self.stream = stream or sys.stderr
         self.done = 0
         self.tokens = 0
+        self.segments = 0  # counted by advance_segment (a Ray run reports whole segments)
         self._start = time.monotonic()
         self._last_draw = 0.0
         self._min_interval = min_interval
@@ -27,14 +28,20 @@ class ProgressLine:
             self._last_draw = now
             self._draw(now)
 
+    def advance_segment(self, nbytes: int, ntokens: int) -> None:
+        """A whole segment done (by any worker of a cluster)."""
+        self.segments += 1
+        self.advance(nbytes, ntokens)
+
     def _draw(self, now: float) -> None:
         elapsed = max(now - self._start, 1e-9)
         rate = self.done / elapsed
         fraction = min(self.done / self.total, 1.0) if self.total else 1.0
         eta = max(self.total - self.done, 0) / rate if rate > 0 else float("inf")
         eta_text = "--:--" if eta == float("inf") else f"{int(eta) // 60:02d}:{int(eta) % 60:02d}"
+        segments = f"{self.segments} segments  " if self.segments else ""
         figures = (
-            f": {fraction:6.1%}  {self.done}/{self.total} bytes  "
+            f": {fraction:6.1%}  {self.done}/{self.total} bytes  {segments}"
             f"{self.tokens / elapsed:6.1f} tok/s  ETA {eta_text} "
         )
         # A line longer than the terminal wraps, and "\r" would then redraw only its last row:

@@ -279,13 +279,13 @@ def test_mixed_archives_hold_llm_and_binary_segments(tiny_gguf, weak_fallback):
 
 def test_a_text_span_the_model_loses_is_kept_in_its_binary_coding(tiny_gguf, monkeypatch):
     calls = []
-    real = pipeline.ArchiveBuilder._encode_text
+    real = pipeline.ChunkEncoder._encode_text
 
-    def spy(self, part):
+    def spy(self, part, *rest):
         calls.append(len(part))
-        return real(self, part)
+        return real(self, part, *rest)
 
-    monkeypatch.setattr(pipeline.ArchiveBuilder, "_encode_text", spy)
+    monkeypatch.setattr(pipeline.ChunkEncoder, "_encode_text", spy)
     data = text(9000)
     with Compressor(model=tiny_gguf, threads=1, window=64) as c:
         archive = c.compress(data)

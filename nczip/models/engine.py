@@ -75,7 +75,7 @@ class EngineModel(VocabularyOf):
 
     # A row's logits depend only on its lane's tokens: the encoder may prefill (codec.py).
     batch_invariant = True
-    # ... and on nothing about the machine: no drift checkpoints needed (api.coding_params).
+    # ... and on nothing about the machine: no drift checkpoints needed (pipeline.coding_params).
     portable = True
 
     def __init__(self, model: ModelFile, *, n_ctx: int, threads: int, n_lanes: int = 1):
