@@ -23,8 +23,8 @@ class CodecParams:
     keep: int = 3072  # tokens kept when a lane's window slides
     # How a full window slides: SLIDE_SHIFT drops the oldest tokens after BOS from the cache and
     # moves the rest down (keys re-rotated, nothing recomputed); SLIDE_RESTART clears the lane and
-    # evaluates BOS + the last `keep` tokens again. Shifting with keep = 3/4 window coded enwik8's
-    # first 100 KB 0.03% smaller and 14% faster than restarting with keep = 1/2 (README "Speed").
+    # evaluates BOS + the last `keep` tokens again. Shifting with keep = 3/4 window codes about as
+    # small as restarting and recomputes nothing (bench/slides.py).
     slide: int = 1
     cdf_bits: int = 31  # the integer CDF sums to 2**cdf_bits
     # A 2-byte checkpoint of the logits at step 0 and every check_every steps (a step codes one
@@ -32,8 +32,9 @@ class CodecParams:
     # 0: none, for backends whose floats are the same on every machine (nczip's engine), where
     # the original's checksum, checked before any output, is enough.
     check_every: int = 4096
-    # Lockstep lanes (bench/lanes.py; README "Speed"): 16 lanes of >= 2048 tokens after a 512-token
-    # primer cost alice29 2.1% more bits than one lane, in return for ~2x the speed.
+    # Lockstep lanes: each lane sees less context than one lane through the whole text, so more
+    # lanes cost bits and save time; the levels below trade the two (bench/levels.py, whose table
+    # is in docs/performance.md).
     lanes: int = 16  # the most lanes a segment is split into, coded in lockstep
     lane_tokens: int = 2048  # the fewest tokens a lane gets: shorter segments get fewer lanes
     primer: int = 512  # tokens lane 0 codes alone first, the shared start of every lane's context
@@ -97,12 +98,16 @@ class Level:
     ensemble: int | None  # an ensemble preset (ensemble.PRESETS), None for the LLM alone
 
 
+# Decoding steps one row per lane, so fewer lanes cost time; each lane sees less context than
+# one lane through the whole text, so more lanes cost bits. On 2 cores decoding gains little
+# beyond 32 lanes (the per-token work over the 262,144-token vocabulary stays), and the ensemble
+# costs less time than it saves bits at every level (docs/performance.md, "Levels").
 LEVELS = {
-    1: Level(window=1024, lanes=64, lane_tokens=128, primer=128, ensemble=None),
+    1: Level(window=512, lanes=64, lane_tokens=128, primer=128, ensemble=3),
     2: Level(window=1024, lanes=64, lane_tokens=256, primer=256, ensemble=3),
     3: Level(window=2048, lanes=32, lane_tokens=512, primer=256, ensemble=3),
-    4: Level(window=2048, lanes=32, lane_tokens=1024, primer=512, ensemble=3),
-    5: Level(window=4096, lanes=16, lane_tokens=1024, primer=512, ensemble=3),
+    4: Level(window=2048, lanes=24, lane_tokens=1024, primer=512, ensemble=3),
+    5: Level(window=4096, lanes=20, lane_tokens=1024, primer=512, ensemble=3),
     6: Level(window=4096, lanes=16, lane_tokens=2048, primer=512, ensemble=3),
     7: Level(window=4096, lanes=8, lane_tokens=4096, primer=512, ensemble=3),
     8: Level(window=8192, lanes=4, lane_tokens=8192, primer=1024, ensemble=3),
