@@ -1,12 +1,13 @@
 /* Frequency tables: the logits -> integer frequency quantizer, and table search.
  *
  * The quantizer must give the same integers on every machine, or archives do not decode
- * elsewhere. So: every operation is a single IEEE-754 double operation in a fixed order (plain
- * sequential loops, no reassociation, no FMA: the build uses -ffp-contract=off, the pragmas
- * below cover other compilers, and ncz_selftest refuses a build that fused anyway), and no
- * libm: exp is our own polynomial with constants given by their bit patterns.
- * tests/reference_coder.py repeats these operations one by one in Python as the test oracle.
- */
+ * elsewhere. So its only float operations are two float32 operations per logit in a fixed order
+ * (below: a subtraction and a multiplication; the build uses -ffp-contract=off, the pragmas
+ * below cover other compilers, and ncz_selftest refuses a build that fused anyway); the rest is
+ * integer arithmetic on a table of powers of two, and no libm is involved. ncz_ideal_bits, a
+ * measurement that never reaches an archive, may use faster, looser float code.
+ * tests/reference_coder.py repeats the quantizer's operations one by one in Python as the test
+ * oracle. */
 #include <float.h>
 #include <math.h>
 #include <stdlib.h>

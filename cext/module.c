@@ -1,6 +1,7 @@
-/* nczip._cext: the Python face of the C core (rangecoder.c, cdf.c).
+/* nczip._cext: the Python face of the coder's C core (rangecoder.c, cdf.c, head.c, ensemble.c);
+ * py_engine.c adds the engine's type and functions to the same module.
  *
- * The only file with Python.h. It checks buffers (contiguous, 4-byte items, format 'f' or 'I'),
+ * It checks buffers (contiguous, 4-byte items, format 'f' or 'I'),
  * turns status codes into exceptions in one place (raise_status), keeps its state per module
  * (PEP 489 multi-phase init, heap types) and releases the GIL around the O(vocabulary) loops.
  * Because the GIL is released while an object's state is in use, each object has its own lock.

@@ -6,52 +6,35 @@ settings and the loaded model, so that many inputs do not reload it.
 from __future__ import annotations
 
 import io
-import os
 from typing import Iterator, Sequence
 
 from . import container, pipeline
 from .container import Header, Method
-from .models.backends import BACKENDS, ModelSlot, backend_of
+from .models.backends import BACKENDS, ModelSlot  # noqa: F401 (the CLI's choices)
 from .models.registry import ModelFile
+from .options import ROUTES, check_options, physical_cores  # noqa: F401 (the API's names)
 from .params import CODEC_PRESETS, DEFAULT_LEVEL, SLIDES, CodecParams, CodingStats, codec_params  # noqa: F401
 from .pipeline import ArchiveBuilder, Progress, check_header, verify_output  # noqa: F401 (the API's names)
-
-ROUTES = ("auto", "llm")
-
-
-def physical_cores() -> int:
-    """Physical cores available to us: hyper-threads share a core's FPU and slow the model down."""
-    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    try:
-        with open("/proc/cpuinfo") as f:
-            blocks = f.read().split("\n\n")
-    except OSError:
-        return max(1, available)
-    cores = set()
-    for block in blocks:
-        fields = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in block.splitlines())}
-        if "core id" in fields:
-            cores.add((fields.get("physical id"), fields["core id"]))
-    return max(1, min(len(cores) or available, available))
 
 
 class Compressor:
     """Compresses and decompresses with one loaded model, loaded on first use.
 
-    Options have the CLI's names and defaults: ``model`` (a GGUF path, or a transformers model
-    directory for torch; None: the default Gemma-3-270M), ``threads`` (None: physical cores),
-    ``level`` (1 fastest .. 9 smallest, default 6: a preset of the settings below, each of which
-    may also be given: ``window`` and ``keep`` context tokens, ``lanes`` coded in lockstep,
-    ``lane_tokens`` the fewest per lane, ``primer`` tokens coded on one lane first, ``cdf_bits``,
-    ``check_every`` steps between drift checkpoints, None: only for backends whose floats depend
-    on the machine), ``llm_only`` (leave out the n-gram, match and bias models beside the LLM),
-    ``route`` ("auto": text to the LLM, binary to zstd or lzma, never worse than those; "llm":
-    every byte to the LLM), ``backend`` ("engine", nczip's own, the default for Gemma-3 GGUFs;
-    "llama": llama.cpp; "torch": PyTorch and transformers; decoding uses the archive's own),
-    ``backend_id`` (compress with this arithmetic of the backend, e.g. an earlier llama.cpp id),
-    ``device`` (torch's "cpu" or "cuda"; None: cuda if present) and ``slide`` ("shift" drops a full
-    window's oldest tokens from the cache; "restart" evaluates BOS + the last ``keep`` again, the
-    torch backend's only way). Invalid values raise ValueError naming the valid range.
+    Options have the CLI's names and defaults (options.py checks them): ``model`` (a GGUF path,
+    or a transformers model directory for torch; None: the default Gemma-3-270M), ``threads``
+    (None: physical cores), ``level`` (1 fastest .. 9 smallest, default 6: a preset of the
+    settings below, each of which may also be given: ``window`` and ``keep`` context tokens,
+    ``lanes`` coded in lockstep, ``lane_tokens`` the fewest per lane, ``primer`` tokens coded on
+    one lane first, ``cdf_bits``, ``check_every`` steps between drift checkpoints, None: only for
+    backends whose floats depend on the machine), ``llm_only`` (leave out the n-gram, match and
+    bias models beside the LLM), ``route`` ("auto": text to the LLM, binary to zstd or lzma,
+    never worse than those; "llm": every byte to the LLM), ``backend`` ("engine", nczip's own,
+    the default for Gemma-3 GGUFs; "llama": llama.cpp; "torch": PyTorch and transformers;
+    decoding uses the archive's own), ``backend_id`` (compress with this arithmetic of the
+    backend), ``device`` (torch's "cpu" or "cuda"; None: cuda if present), ``slide`` ("shift"
+    drops a full window's oldest tokens from the cache; "restart" evaluates BOS + the last
+    ``keep`` again, the torch backend's only way), ``ray`` (code on a Ray cluster: "local",
+    "auto" or an address; distributed.py) and ``ray_workers`` (None: the cluster's CPUs).
 
     >>> from nczip import Compressor
     >>> with Compressor() as c:
@@ -60,56 +43,15 @@ class Compressor:
     b'Hello, world!\\n'
     """
 
-    def __init__(self, *, model: str | os.PathLike | None = None, threads: int | None = None,
-                 level: int = DEFAULT_LEVEL, window: int | None = None, keep: int | None = None,
-                 cdf_bits: int | None = None, check_every: int | None = None, lanes: int | None = None,
-                 lane_tokens: int | None = None, primer: int | None = None, llm_only: bool = False,
-                 route: str = "auto", backend: str | None = None, backend_id: str | None = None,
-                 device: str | None = None, slide: str | None = None, ray: str | None = None,
-                 ray_workers: int | None = None):
-        if backend is None and model is not None and os.path.isdir(model):
-            backend = "torch"  # a transformers model directory: only torch loads one
-        if backend is not None and backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-        if backend_id is not None:
-            if backend_of(backend_id) is None or backend not in (None, backend_of(backend_id)):
-                raise ValueError(f"backend_id {backend_id!r} is not one of the {backend or 'known'} backend's ids")
-            backend = backend_of(backend_id)
-        if slide is None:  # the torch backend's cache cannot shift (TorchModel.shift_lane)
-            slide = "restart" if backend == "torch" else "shift"
-        if slide not in SLIDES:
-            raise ValueError(f"slide must be one of {', '.join(SLIDES)}, got {slide!r}")
-        if slide == "shift" and backend == "torch":
-            raise ValueError("the torch backend cannot shift its cache: use slide='restart'")
-        if isinstance(level, bool) or not isinstance(level, int):
-            raise ValueError(f"level must be an integer in 1..9, got {level!r}")
-        self.params = codec_params(level, llm_only=llm_only, window=window, keep=keep, slide=SLIDES[slide],
-                                   cdf_bits=cdf_bits, check_every=check_every, lanes=lanes,
-                                   lane_tokens=lane_tokens, primer=primer)
-        self._auto_checkpoints = check_every is None
-        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 256):
-            raise ValueError(f"threads must be an integer in 1..256, got {threads!r}")
-        if route not in ROUTES:
-            raise ValueError(f"route must be one of {', '.join(ROUTES)}, got {route!r}")
-        if device is not None and device not in ("cpu", "cuda"):
-            raise ValueError(f"device must be cpu or cuda, got {device!r}")
-        if device is not None and backend != "torch":
-            raise ValueError("device applies to the torch backend only (backend='torch')")
-        self.threads = threads or physical_cores()
-        self.route = route
-        self._slot = ModelSlot(model, backend=backend, device=device, threads=self.threads, backend_id=backend_id)
+    def __init__(self, **options):
+        self.options = o = check_options(**options)
+        self.params = o.codec_params()
+        self._auto_checkpoints = o.check_every is None
+        self.threads = o.threads or physical_cores()
+        self.route = o.route
+        self._slot = ModelSlot(o.model, backend=o.backend, device=o.device, threads=self.threads,
+                               backend_id=o.backend_id)
         self.last_stats: CodingStats | None = None
-        if ray_workers is not None and (isinstance(ray_workers, bool) or not isinstance(ray_workers, int) or ray_workers < 1):
-            raise ValueError(f"ray_workers must be a positive integer, got {ray_workers!r}")
-        # Ray (distributed.py): every chunk coded by one of the cluster's workers, each a
-        # Compressor of these very options, with `threads` CPUs (1 unless given)
-        self._ray = ray
-        self._ray_workers = ray_workers
-        self._ray_options = dict(model=None if model is None else os.fspath(model), level=level, window=window,
-                                 keep=keep, cdf_bits=cdf_bits, check_every=check_every, lanes=lanes,
-                                 lane_tokens=lane_tokens, primer=primer, llm_only=llm_only, route=route,
-                                 backend=backend, backend_id=backend_id, device=device, slide=slide)
-        self._ray_threads = threads or 1
         self._cluster = None
 
     @property
@@ -122,15 +64,21 @@ class Compressor:
         """How many times a model was loaded (it is reloaded only for another backend's archive)."""
         return self._slot.loaded
 
+    @property
+    def model_slot(self) -> ModelSlot:
+        """Where the model is loaded and checked (models/backends.py)."""
+        return self._slot
+
     def model_file(self) -> ModelFile:
         return self._slot.model_file()
 
     def cluster(self):
         """The Ray cluster this compressor codes on (distributed.Cluster), or None without ray."""
-        if self._ray is not None and self._cluster is None:
+        o = self.options
+        if o.ray is not None and self._cluster is None:
             from .distributed import Cluster
 
-            self._cluster = Cluster(self._ray, self._ray_options, workers=self._ray_workers, threads=self._ray_threads)
+            self._cluster = Cluster(o.ray, o.for_worker(), workers=o.ray_workers)
         return self._cluster
 
     def close(self) -> None:

@@ -8,7 +8,7 @@ LLM-alone ideal code length (-sum log2 p) from its "ideal X bpb" line.
 
     inputs, missing = resolve_inputs(files, limit)
     report = run(inputs, tools)         # measure
-    format_table(report)                # terminal table; format_markdown() for README
+    format_table(report)                # terminal table; format_markdown() for docs/performance.md
     to_json(report), to_csv(report)     # for scripts
     plot(report, "bench.png")           # needs matplotlib (pip install 'nczip[bench]')
 
@@ -401,7 +401,7 @@ def metadata(limit: int | None, tools: Sequence[Tool]) -> dict:
 
 def machine() -> dict:
     """CPU model, physical cores and logical CPUs, OS and Python: what a reader needs to weigh the speeds."""
-    from .api import physical_cores
+    from .options import physical_cores
 
     cpu = platform.processor() or platform.machine()
     try:
@@ -478,7 +478,7 @@ def format_table(report: Report) -> str:
 
 
 def format_markdown(report: Report) -> str:
-    """The same table in Markdown (README), the best bpb of each file in bold."""
+    """The same table in Markdown (docs/performance.md), the best bpb of each file in bold."""
     best = {}
     for r in report.rows:
         if r.status == "ok" and r.bpb is not None:

@@ -22,7 +22,8 @@ import click
 
 from . import __version__, container, segment
 from .api import BACKENDS, Compressor
-from .params import DEFAULT_LEVEL, MAX_LANES, WINDOW_RANGE
+from .options import DEVICES, MAX_THREADS, ROUTES
+from .params import DEFAULT_LEVEL, LEVELS, MAX_LANES, SLIDES, WINDOW_RANGE
 from .errors import NczipError
 from .fileio import atomic_writer, write_atomic
 from .progress import ProgressLine
@@ -128,9 +129,9 @@ BACKEND_OPTION = click.option(
     "Decompressing uses the archive's backend unless told.",
 )
 DEVICE_OPTION = click.option(
-    "--device", type=click.Choice(["cpu", "cuda"]), help="Torch backend's device (default: cuda when there is a GPU)."
+    "--device", type=click.Choice(list(DEVICES)), help="Torch backend's device (default: cuda when there is a GPU)."
 )
-THREADS_OPTION = click.option("--threads", type=click.IntRange(1, 256), help="CPU threads (default: physical cores; with --ray, per worker: 1).")
+THREADS_OPTION = click.option("--threads", type=click.IntRange(1, MAX_THREADS), help="CPU threads (default: physical cores; with --ray, per worker: 1).")
 RAY_OPTIONS = (
     click.option("--ray", "ray", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
                  help="Code the segments on a Ray cluster (pip install 'nczip[ray]'): alone, a Ray started here; "
@@ -187,12 +188,12 @@ def cli():
 @cli.command()
 @click.argument("files", nargs=-1, type=click.Path())
 @common_options
-@click.option("--level", type=click.IntRange(1, 9), default=DEFAULT_LEVEL, show_default=True, help=LEVEL_HELP)
+@click.option("--level", type=click.IntRange(min(LEVELS), max(LEVELS)), default=DEFAULT_LEVEL, show_default=True, help=LEVEL_HELP)
 @click.option("--window", type=click.IntRange(*WINDOW_RANGE), default=None, help=WINDOW_HELP)
 @click.option("--lanes", type=click.IntRange(1, MAX_LANES), default=None, help=LANES_HELP)
 @click.option("--llm-only", is_flag=True, help=LLM_ONLY_HELP)
-@click.option("--route", type=click.Choice(["auto", "llm"]), default="auto", show_default=True, help=ROUTE_HELP)
-@click.option("--slide", type=click.Choice(["shift", "restart"]), default=None, help=SLIDE_HELP)
+@click.option("--route", type=click.Choice(list(ROUTES)), default="auto", show_default=True, help=ROUTE_HELP)
+@click.option("--slide", type=click.Choice(list(SLIDES)), default=None, help=SLIDE_HELP)
 @click.option("--verify/--no-verify", default=None, help="Decode the archive before deleting the input (default: on when the input is deleted).")
 def compress(files, to_stdout, output, keep, recursive, force, quiet, verbose, model_path, backend, device, threads, ray,
              ray_workers, level, window, lanes, llm_only, route, slide, verify):
@@ -274,7 +275,7 @@ def test(files, quiet, verbose, model_path, backend, device, threads, ray, ray_w
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines on stderr (nor the table, when it would go there).")
 @MODEL_OPTION
 @THREADS_OPTION
-@click.option("--level", type=click.IntRange(1, 9), help=LEVEL_HELP + " [nczip's default]")
+@click.option("--level", type=click.IntRange(min(LEVELS), max(LEVELS)), help=LEVEL_HELP + " [nczip's default]")
 @click.option("--window", type=click.IntRange(*WINDOW_RANGE), help=WINDOW_HELP)
 @click.option("--lanes", type=click.IntRange(1, MAX_LANES), help=LANES_HELP)
 @click.option("--llm-only", is_flag=True, help=LLM_ONLY_HELP)

@@ -85,7 +85,7 @@ _KNOWN_FLAGS = FLAG_SINGLE | FLAG_LLM_SINGLE
 # newer format". Its whole header is 6 bytes plus two varints and an 8-byte prefix of the
 # original's SHA-256; one CRC-32 at the end covers the archive. 18-24 bytes around the payload.
 COMPACT_MARK = 2
-# Its preset nibble p stands for codec preset COMPACT_PRESET_BASE + p (the levels, api.py).
+# Its preset nibble p stands for codec preset COMPACT_PRESET_BASE + p (the levels, params.py).
 COMPACT_PRESET_BASE = 10
 COMPACT_CHECK_BYTES = 8
 # The most bytes a COMPACT archive may have: one segment of at most 1 MiB never codes to more.

@@ -105,7 +105,7 @@ class SegmentWorker:
         from . import pipeline
 
         params = check_header(header)
-        part = pipeline.decode_segment(self._compressor._slot, header, params, index, count, Method(method),
+        part = pipeline.decode_segment(self._compressor.model_slot, header, params, index, count, Method(method),
                                        original_size, token_count, payload)
         return index, part, hashlib.sha256(part).digest()
 
@@ -115,10 +115,11 @@ class Cluster:
 
     address: "local" starts a Ray instance on this machine (ray.init()); "auto" joins the cluster
     Ray finds, as ray.init("auto") does; anything else is a cluster address (ray://host:port or
-    host:port). workers: how many actors (None: the cluster's CPUs divided by threads per
-    worker); each asks Ray for `threads` CPUs."""
+    host:port). options: a Compressor's, as each worker takes them (Options.for_worker); workers:
+    how many actors (None: the cluster's CPUs divided by the threads per worker); each asks Ray
+    for its threads' CPUs."""
 
-    def __init__(self, address: str, options: dict, *, workers: int | None = None, threads: int = 1):
+    def __init__(self, address: str, options: dict, *, workers: int | None = None):
         self.ray = ray = _import_ray()
         if not ray.is_initialized():
             if address == "local":
@@ -126,10 +127,10 @@ class Cluster:
             else:
                 ray.init(address=address, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
         cpus = int(ray.cluster_resources().get("CPU", 1))
-        self.threads = threads
+        threads = options["threads"]
         count = workers if workers is not None else max(1, cpus // threads)
         remote = ray.remote(num_cpus=threads, max_restarts=-1, max_task_retries=TASK_RETRIES)(SegmentWorker)
-        self.options = {**options, "threads": threads}
+        self.options = options
         self.actors = [remote.remote(self.options) for _ in range(count)]
         self._backend: str | None = None
 

@@ -21,7 +21,7 @@ Q16 = 65536
 
 @dataclass(frozen=True)
 class EnsembleParams:
-    """Defaults chosen with bench/ensemble.py (README, "Ensemble")."""
+    """Defaults chosen with bench/ensemble.py (docs/ensemble.md)."""
 
     orders: int = 4  # token n-gram orders 1..orders (0..6)
     match_min: int = 4  # tokens of context a match needs (2..32; 0: no match model)

@@ -5,8 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
+from hypothesis_budget import PROFILE
 from tiny_model import write_tiny_gguf
+
+# Property tests: the default profile is fast (each test's own count of examples); "thorough"
+# (NCZIP_HYPOTHESIS=thorough) draws 20 times as many.
+settings.register_profile("default", deadline=None)
+settings.register_profile("thorough", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(PROFILE)
 
 
 # --- tiny random-weight models (see tests/tiny_model.py) -------------------------------------

@@ -8,6 +8,7 @@ import io
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis_budget import examples
 
 import nczip
 from corpora.samples import edge_cases
@@ -139,7 +140,7 @@ def test_errors_are_one_family():
     assert issubclass(nczip.NczipError, OSError)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.binary(max_size=300))
 def test_decompressing_garbage_raises_only_nczip_errors(tiny_compressor, data):
     with pytest.raises(nczip.NczipError):

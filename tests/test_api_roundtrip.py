@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis_budget import examples
 
 from corpora.samples import edge_cases
 from nczip import api, container
@@ -87,7 +88,7 @@ def test_long_input_slides_the_window_many_times(tiny_compressor):
     assert tiny_compressor.decompress(container.write_archive(archive)) == data
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=examples(25), deadline=None)
 @given(st.binary(max_size=200) | st.text(max_size=120).map(lambda s: s.encode("utf-8", "surrogatepass")))
 def test_arbitrary_inputs_round_trip(tiny_compressor, data):
     assert tiny_compressor.decompress(tiny_compressor.compress(data)) == data
@@ -107,7 +108,7 @@ def test_edge_cases_round_trip_in_lanes(lanes_compressor, name):
     assert lanes_compressor.decompress(lanes_compressor.compress(data)) == data
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=examples(25), deadline=None)
 @given(st.binary(max_size=300) | st.text(max_size=200).map(lambda s: s.encode("utf-8", "surrogatepass")))
 def test_arbitrary_inputs_round_trip_in_lanes(lanes_compressor, data):
     assert lanes_compressor.decompress(lanes_compressor.compress(data)) == data

@@ -409,23 +409,33 @@ def test_results_script_rewrites_readme_and_plot(tiny_gguf, tmp_path):
             pytest.fail(f"corpus files not found: {missing}")
         pytest.skip(f"corpus files not found: {missing}")
     results = load_results_script()
-    readme = tmp_path / "README.md"
+    readme, docs = tmp_path / "README.md", tmp_path / "performance.md"
     readme.write_text((ROOT / "README.md").read_text())
-    proc = subprocess.run(
-        [sys.executable, ROOT / "bench" / "results.py", "--model", tiny_gguf, "--threads", "1", "--limit", "200",
-         "--readme", readme, "--plot", tmp_path / "p.png", "--json", tmp_path / "r.json"],
-        capture_output=True, text=True, env=child_env(), timeout=600,
-    )
+    docs.write_text((ROOT / "docs" / "performance.md").read_text())
+    command = [sys.executable, ROOT / "bench" / "results.py", "--model", tiny_gguf, "--threads", "1", "--limit", "200",
+               "--readme", readme, "--docs", docs, "--plot", tmp_path / "p.png", "--json", tmp_path / "r.json"]
+    proc = subprocess.run(command, capture_output=True, text=True, env=child_env(), timeout=600)
     assert proc.returncode == 0, proc.stderr
     block = readme.read_text().split(results.BEGIN)[1].split(results.END)[0]
     assert f"nczip {__version__}" in block and "the first 200 bytes of each file" in block
-    rows = table_rows_markdown(block)
-    assert [(r[0], r[2]) for r in rows] == [(f.name, t) for f in manifest.bench_files() for t in TOOLS]
+    summary = table_rows_markdown(block)  # one row per file: its bpb per compressor
+    assert [r[0] for r in summary] == [f.name for f in manifest.bench_files()]
+    assert all(float(cell.strip("*")) > 0 for r in summary for cell in r[2:2 + len(results.SUMMARY_TOOLS)])
     assert "](docs/bench.png)" in block
+    full = table_rows_markdown(docs.read_text().split(results.BEGIN)[1].split(results.END)[0])
+    assert [(r[0], r[2]) for r in full] == [(f.name, t) for f in manifest.bench_files() for t in TOOLS]
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
-    assert len(json.loads((tmp_path / "r.json").read_text())["rows"]) == len(rows)
+    assert len(json.loads((tmp_path / "r.json").read_text())["rows"]) == len(full)
     outside = lambda text: text.split(results.BEGIN)[0] + text.split(results.END)[1]  # noqa: E731
     assert outside(readme.read_text()) == outside((ROOT / "README.md").read_text())
+    assert outside(docs.read_text()) == outside((ROOT / "docs" / "performance.md").read_text())
+    # --render rewrites both from the JSON alone, to the same text
+    before = readme.read_text(), docs.read_text()
+    readme.write_text(results.replace_block(before[0], "stale"))
+    docs.write_text(results.replace_block(before[1], "stale"))
+    rendered = subprocess.run([*command, "--render"], capture_output=True, text=True, env=child_env(), timeout=600)
+    assert rendered.returncode == 0, rendered.stderr
+    assert (readme.read_text(), docs.read_text()) == before
 
 
 def table_rows_markdown(text: str) -> list[list[str]]:
@@ -447,11 +457,13 @@ def test_results_script_measures_the_corpus_in_parts(tiny_gguf, tmp_path):
     readme = tmp_path / "README.md"
     original = (ROOT / "README.md").read_text()
     readme.write_text(original)
+    docs = tmp_path / "performance.md"
+    docs.write_text((ROOT / "docs" / "performance.md").read_text())
 
     def part(files):
         return subprocess.run(
             [sys.executable, ROOT / "bench" / "results.py", "--model", tiny_gguf, "--threads", "1", "--limit", "200",
-             "--readme", readme, "--plot", tmp_path / "p.png", "--json", tmp_path / "r.json", "--merge",
+             "--readme", readme, "--docs", docs, "--plot", tmp_path / "p.png", "--json", tmp_path / "r.json", "--merge",
              "--files", *files],
             capture_output=True, text=True, env=child_env(), timeout=600,
         )

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from hypothesis_budget import examples
 
 import reference_coder as ref
 from nczip import _cext
@@ -67,7 +68,7 @@ def seeded_logits(seed: int, n: int, kind: str) -> np.ndarray:
 float32s = st.floats(width=32, allow_nan=True, allow_infinity=True)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     logits=hnp.arrays(np.float32, st.integers(1, 300), elements=float32s),
     extra=st.integers(0, 30),
@@ -80,7 +81,7 @@ def test_invariants_on_arbitrary_float32(logits, extra):
     assert freq.tolist() == ref.quantize(logits, precision)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     n=st.integers(1, 2000),
     seed=st.integers(0, 2**32 - 1),

@@ -25,6 +25,7 @@ from typing import NamedTuple
 
 import pytest
 
+from raw_archives import raw_body, raw_header, raw_table
 from corpora.samples import edge_cases
 from nczip import __version__, cli, container, pipeline
 from nczip.api import Compressor, check_header
@@ -852,9 +853,7 @@ def test_a_file_output_that_fails_its_check_leaves_nothing(nczip, tmp_path, monk
 
 def _in_the_general_form(archive: bytes) -> bytes:
     """The same one-LLM-segment archive in the general form, as nczip wrote it before the
-    LLM_SINGLE form existed: test_container's struct builders, not nczip's writer."""
-    from test_container import raw_body, raw_header, raw_table
-
+    LLM_SINGLE form existed: raw_archives' struct builders, not nczip's writer."""
     header, (segment,) = (parsed := container.read_archive(archive)).header, parsed.segments
     body = raw_body(backend=header.backend.encode("ascii"), name=header.model_name.encode("utf-8"),
                     model=header.model_sha256, size=header.original_size, sha=header.original_sha256,

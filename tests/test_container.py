@@ -16,6 +16,8 @@ import zlib
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from hypothesis_budget import examples
+from raw_archives import raw_archive, raw_body, raw_header, raw_single, raw_table, varint
 
 from nczip.container import (
     FLAG_LLM_SINGLE,
@@ -91,52 +93,6 @@ FIXED_ARCHIVES = {"empty": EMPTY, "golden": GOLDEN_ARCHIVE, "many": MANY, "singl
 
 
 # --- raw builders, straight from docs/format.md ----------------------------------------------
-
-
-def raw_header(body, *, version=1, flags=0, body_len=None):
-    fixed = MAGIC + struct.pack("<HHI", version, flags, len(body) if body_len is None else body_len)
-    return fixed + body + struct.pack("<I", zlib.crc32(fixed + body))
-
-
-def raw_body(*, backend=b"t", name=b"", model=ZERO32, size=0, sha=None, params=(), count=None):
-    sha = hashlib.sha256(b"").digest() if sha is None else sha
-    out = struct.pack("<B", len(backend)) + backend + struct.pack("<H", len(name)) + name
-    out += model + struct.pack("<Q", size) + sha
-    out += struct.pack("<H", len(params) if count is None else count)
-    for key, value in params:
-        out += struct.pack("<B", len(key)) + key + struct.pack("<q", value)
-    return out
-
-
-def varint(value):
-    out = bytearray()
-    while True:
-        out.append((value & 0x7F) | (0x80 if value >> 7 else 0))
-        value >>= 7
-        if not value:
-            return bytes(out)
-
-
-def raw_single(size, sha, record=None, payload=b"", *, flags=1):
-    """A SINGLE-form archive; record = (method, payload size, crc) or None for an empty original."""
-    body = varint(size) + sha
-    if record is not None:
-        method, payload_size, crc = record
-        body += struct.pack("<B", method) + varint(payload_size) + struct.pack("<I", crc)
-    return raw_header(body, flags=flags) + payload
-
-
-def raw_table(records, *, count=None):
-    table = struct.pack("<I", len(records) if count is None else count)
-    table += b"".join(struct.pack("<BQQQI", *r) for r in records)
-    return table + struct.pack("<I", zlib.crc32(table))
-
-
-def raw_archive(segments, *, size=None):
-    """segments: (method, original size, token count, payload); CRCs filled in."""
-    total = sum(s[1] for s in segments) if size is None else size
-    records = [(m, o, t, len(p), zlib.crc32(p)) for m, o, t, p in segments]
-    return raw_header(raw_body(size=total)) + raw_table(records) + b"".join(s[3] for s in segments)
 
 
 def payload_spans(archive):
@@ -407,7 +363,7 @@ def test_compact_archives_stream_through_read_prefix():
         read_prefix(io.BytesIO(bytes(damaged)))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(original=st.binary(min_size=1, max_size=300), payload=st.binary(max_size=60), preset=st.integers(1, 15),
        data=st.data())
 def test_compact_archives_round_trip(original, payload, preset, data):
@@ -778,7 +734,7 @@ def archives(draw):
     return Archive(header, segs)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(archives())
 def test_random_archives_round_trip(archive):
     data = write_archive(archive)
@@ -802,7 +758,7 @@ def read_or_error(data):
     return archive
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.one_of(st.binary(max_size=300), st.binary(max_size=300).map(lambda b: MAGIC + b)))
 def test_arbitrary_bytes_raise_only_nczip_errors(data):
     read_or_error(data)
@@ -827,7 +783,7 @@ def mutate(rng_data, blob):
     return bytes(blob)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(archives(), st.data())
 def test_crc_fixed_mutations_raise_only_nczip_errors(archive, data):
     """Edit the header body or the segment table and recompute the CRCs, so that the parser's
@@ -860,7 +816,7 @@ def test_crc_fixed_mutations_raise_only_nczip_errors(archive, data):
     read_or_error(edited)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(archives(), st.data())
 def test_raw_mutations_raise_only_nczip_errors(archive, data):
     raw = write_archive(archive)

@@ -149,6 +149,33 @@ def test_a_worker_killed_mid_run_costs_a_retry_not_the_run(tiny_gguf, cluster_ad
         assert distributed.decompress(archive) == data
 
 
+def test_a_chunk_that_fails_its_check_is_coded_again_never_written(tiny_gguf, cluster_address, small_chunks,
+                                                                   monkeypatch):
+    """The first result of chunk 2 "arrives damaged" (its check fails, as a payload altered on the
+    way would): it is coded again and the archive is still the local run's. A chunk that never
+    checks out ends the run with an error, writing nothing."""
+    from nczip import distributed
+
+    data = mixed_input()
+    options = dict(model=tiny_gguf, window=64, route="llm")
+    with Compressor(threads=1, **options) as local:
+        expected = local.compress(data)
+    checked = []
+    real_check = distributed._encoded_well
+
+    def damaged_once(chunk, coded, crcs):
+        checked.append(len(chunk))
+        return real_check(chunk, coded, crcs) and len(checked) != 2
+
+    monkeypatch.setattr(distributed, "_encoded_well", damaged_once)
+    with Compressor(ray=cluster_address, ray_workers=2, **options) as distributed_compressor:
+        assert distributed_compressor.compress(data) == expected
+        assert len(checked) == len(container.read_archive(expected).segments) + 1
+        monkeypatch.setattr(distributed, "_encoded_well", lambda chunk, coded, crcs: False)
+        with pytest.raises(NczipError, match="came back from its worker damaged 3 times"):
+            distributed_compressor.compress(data)
+
+
 def test_workers_of_unlike_machines_are_refused_where_the_floats_differ():
     assert machine_class("engine") == "portable"  # the engine's floats are the same everywhere
     refuse_mixed(["portable", "portable"], "engine")
@@ -161,3 +188,16 @@ def test_workers_of_unlike_machines_are_refused_where_the_floats_differ():
 def test_ray_options_are_checked():
     with pytest.raises(ValueError, match="ray_workers"):
         Compressor(ray="local", ray_workers=0)
+
+
+def test_the_progress_line_counts_segments_done_across_the_cluster():
+    import io
+
+    from nczip.progress import ProgressLine
+
+    out = io.StringIO()
+    line = ProgressLine(3 * CHUNK, "a.txt: compressing", stream=out, min_interval=0)
+    line.advance_segment(CHUNK, 100)
+    line.advance_segment(CHUNK, 100)
+    shown = out.getvalue().split("\r")[-1]
+    assert f"{2 * CHUNK}/{3 * CHUNK} bytes" in shown and "2 segments" in shown and "ETA" in shown

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
+from hypothesis_budget import examples
 
 import engine_reference as ref
 from nczip import _cext
@@ -133,7 +134,7 @@ def test_matmul_kernels_compute_the_specification(ggml_type, n_out, rows):
         assert np.array_equal(out.view(np.uint32), results[0].view(np.uint32))
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(ggml_type=st.sampled_from(QUANT_TYPES), n_out=st.integers(1, 48), rows=st.integers(1, 24),
        seed=st.integers(0, 2**32 - 1), scale=st.sampled_from([1e-6, 1.0, 1e4]))
 def test_matmul_kernels_agree_on_any_shape(ggml_type, n_out, rows, seed, scale):
@@ -184,7 +185,7 @@ def test_attention_kernels_compute_the_specification(ring, hd, n_q, offset, lo, 
         assert np.array_equal(out.view(np.uint32), expected.view(np.uint32)), f"kernel {kernel}"
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(tiles=st.integers(1, 8), hd=st.sampled_from([16, 32, 48, 256]), n_q=st.integers(1, 8),
        offset=st.integers(0, 10_000), start=st.integers(1, 200), length=st.integers(0, 200),
        with_bos=st.booleans(), seed=st.integers(0, 2**31))

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis_budget import examples
 
 from nczip import _cext
 from nczip.ensemble import EnsembleParams, new_ensemble, table_bits
@@ -86,7 +87,7 @@ logit_values = st.one_of(
 )
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(
     vocab=st.integers(1, 64),
     steps=st.lists(st.tuples(st.lists(logit_values, min_size=64, max_size=64), st.integers(0, 63)), min_size=1, max_size=40),
@@ -106,7 +107,7 @@ def test_mixed_table_is_always_a_valid_cdf(vocab, steps, precision, orders, matc
         assert freq == out[token % vocab]
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(
     seed=st.integers(0, 2**32 - 1),
     lanes=st.integers(1, 4),

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from hypothesis_budget import examples
 
 import reference_coder as ref
 from nczip import _cext
@@ -120,7 +121,7 @@ def coding_cases(draw):
 # ------------------------------------------------------------------------ round trips
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=coding_cases(), via=st.sampled_from(["cum", "freqs", "alternate"]))
 def test_roundtrip_matches_reference(case, via):
     freq, precision, symbols = case
@@ -131,7 +132,7 @@ def test_roundtrip_matches_reference(case, via):
     assert c_decode(data, freq, len(symbols), precision, "target") == symbols
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(case=coding_cases())
 def test_reference_decoder_roundtrip(case):
     freq, precision, symbols = case
@@ -142,7 +143,7 @@ def test_reference_decoder_roundtrip(case):
     assert dec.pos == len(data) and dec.overrun <= 7
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(
     tables=st.lists(st.tuples(st.integers(1, 300), st.integers(0, 2**32 - 1)), min_size=0,
                     max_size=60),
@@ -286,7 +287,7 @@ def decode_garbage(data: bytes, freq: np.ndarray, precision: int, count: int) ->
     assert dec.position <= len(data)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(
     data=st.binary(max_size=64),
     n=st.integers(1, 300),
@@ -297,7 +298,7 @@ def test_garbage_never_crashes(data, n, precision, seed):
     decode_garbage(data, make_table(n, precision, seed, "skewed"), precision, 200)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(case=coding_cases(), cut=st.integers(0, 64), flip=st.integers(0, 2**16))
 def test_truncated_or_damaged_stream_never_crashes(case, cut, flip):
     freq, precision, symbols = case
@@ -308,7 +309,7 @@ def test_truncated_or_damaged_stream_never_crashes(case, cut, flip):
     decode_garbage(bytes(data[: max(0, len(data) - cut)]), freq, precision, len(symbols) + 20)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(
     data=st.binary(max_size=40),
     steps=st.lists(st.tuples(st.integers(0, 2**31), st.integers(0, 2**31), st.integers(1, 31)),
@@ -374,7 +375,7 @@ def test_decoding_past_the_end_reads_zeros_and_counts_them():
 # ------------------------------------------------------------------- constriction
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=examples(25), deadline=None)
 @given(
     n=st.integers(2, MAX_ALPHABET),
     seed=st.integers(0, 2**32 - 1),

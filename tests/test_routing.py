@@ -14,6 +14,7 @@ import pytest
 import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis_budget import examples
 
 from corpora.samples import edge_cases
 from nczip import binary, container, pipeline, route
@@ -85,7 +86,7 @@ def test_odd_bytes_counts_controls_and_invalid_utf8_but_not_cut_characters():
     assert route.odd_bytes(b"tab\there\r\n\x1b[0m") == 0  # whitespace and escape are text
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.lists(st.tuples(st.booleans(), st.integers(1, 9000)), max_size=8), st.integers(0, 2**32))
 def test_spans_cover_the_input_alternate_and_respect_characters(parts, seed):
     rng = random.Random(seed)
@@ -154,7 +155,7 @@ def test_a_zstd_thread_that_fails_is_retried_where_its_error_can_reach_the_calle
         binary.encode(table)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(st.binary(max_size=3000), st.integers(1, 50))
 def test_binary_codecs_round_trip(data, repeat):
     data = data * repeat
@@ -226,7 +227,7 @@ def plain_bound(data: bytes) -> int:
     return min(len(zstd), len(lzma.compress(data, preset=9)))
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=examples(25), deadline=None)
 @given(st.lists(st.tuples(st.sampled_from(["text", "noise", "zeros", "any"]), st.integers(1, 12_000)), max_size=5),
        st.binary(max_size=64), st.integers(0, 2**32))
 def test_concatenations_of_text_and_binary_round_trip(auto, parts, anything, seed):
@@ -238,7 +239,7 @@ def test_concatenations_of_text_and_binary_round_trip(auto, parts, anything, see
     assert len(archive) <= plain_bound(data) + 64
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(st.binary(max_size=5000))
 def test_arbitrary_bytes_round_trip(auto, data):
     assert auto.decompress(auto.compress(data)) == data

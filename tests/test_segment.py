@@ -3,11 +3,12 @@ from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis_budget import examples
 
 from nczip import segment
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.binary(max_size=400) | st.text(max_size=150).map(str.encode), st.integers(4, 64))
 def test_segments_cover_the_input_in_bounded_pieces(data, limit):
     parts = [bytes(p) for p in segment.split(data, limit)]
@@ -15,14 +16,14 @@ def test_segments_cover_the_input_in_bounded_pieces(data, limit):
     assert all(0 < len(p) <= limit for p in parts)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.text(min_size=1, max_size=150), st.integers(4, 64))
 def test_valid_utf8_is_never_split_inside_a_character(text, limit):
     for part in segment.split(text.encode(), limit):
         bytes(part).decode("utf-8")  # raises if a character was split
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.binary(min_size=70, max_size=400), st.integers(4, 64))
 def test_a_cut_depends_only_on_the_bytes_before_it(data, limit):
     """What lets a streaming writer cut where the one-shot path does."""
@@ -36,7 +37,7 @@ def test_default_limit_is_read_at_call_time(monkeypatch):
     assert [len(p) for p in segment.split(b"x" * 25)] == [10, 10, 5]
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.one_of(st.binary(max_size=300), st.text(max_size=100).map(str.encode)), st.integers(4, 40),
        st.lists(st.integers(1, 50), min_size=1, max_size=20))
 def test_a_stream_is_cut_where_the_whole_is(data, limit, read_sizes):

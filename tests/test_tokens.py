@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis_budget import examples
 
 from corpora.samples import edge_cases
 from nczip import tokens
@@ -78,14 +79,14 @@ def test_long_runs_are_split_without_breaking_characters(monkeypatch):
     assert tokens.detokenize(tokens.tokenize_exact(data, model), model) == data
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.binary(max_size=300), st.sampled_from([None, drop_last_token, swap_crlf]))
 def test_arbitrary_bytes_round_trip(data, mangle):
     model = ByteLevelTokenizer(mangle)
     assert tokens.detokenize(tokens.tokenize_exact(data, model), model) == data
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(st.text(max_size=200))
 def test_arbitrary_text_round_trips_on_the_tiny_model(tiny_model, text):
     data = text.encode("utf-8", errors="surrogatepass")

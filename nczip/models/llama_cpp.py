@@ -291,7 +291,7 @@ class LlamaCppModel(VocabularyOf):
         params.swa_full = self._swa_full
         params.kv_unified = False
         # Flash attention: 140 tok/s instead of 98 for 16 lanes at 2,000 tokens of context
-        # (bench: /work/probe/lockstep.py). Its CPU kernel gives every (query row, head) to one
+        # (measured 2026-11-28 with a probe script outside the repository). Its CPU kernel gives every (query row, head) to one
         # thread, except a lone query over >= 512 cells, which it splits by thread count; _decode
         # never sends a lone query, so the floats do not depend on the thread count.
         params.flash_attn_type = lib.LLAMA_FLASH_ATTN_TYPE_ENABLED
