@@ -43,7 +43,11 @@ def cluster_address(tmp_path_factory):
     ray_cli = shutil.which("ray") or os.path.join(os.path.dirname(sys.executable), "ray")
     port = free_port()
     temp = tmp_path_factory.mktemp("ray")
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    # Token authentication off on both sides, whatever ~/.ray holds: Ray turns it on for `ray start`
+    # when a token file exists (a local ray.init() writes one), and the driver must then agree.
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+    previous = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = "disabled"
     start = [ray_cli, "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--num-cpus=2",
              "--include-dashboard=false", f"--temp-dir={temp}", "--disable-usage-stats"]
     subprocess.run(start, check=True, capture_output=True, env=env, timeout=180)
@@ -53,6 +57,10 @@ def cluster_address(tmp_path_factory):
         if ray.is_initialized():
             ray.shutdown()
         subprocess.run([ray_cli, "stop", "--force"], capture_output=True, env=env, timeout=120)
+        if previous is None:
+            os.environ.pop("RAY_AUTH_MODE", None)
+        else:
+            os.environ["RAY_AUTH_MODE"] = previous
 
 
 @pytest.fixture
