@@ -51,6 +51,20 @@ def cpu_description() -> str:
     return f"{model}, {os.cpu_count()} logical CPUs; {' '.join(have) or 'no AVX2'}"
 
 
+def print_rows(path: Path, data: bytes, limit: int | None, rows: list[dict], json_path: str | None) -> None:
+    """The rows as a Markdown table headed by the input and this CPU, and as JSON if asked
+    (bench/levels.py prints its rows the same way)."""
+    title = f"{path.name}{f' (first {len(data):,} bytes)' if limit else ''}, {len(data):,} bytes; {cpu_description()}"
+    print(title)
+    keys = list(rows[0])
+    print("| " + " | ".join(keys) + " |")
+    print("|" + "---|" * len(keys))
+    for row in rows:
+        print("| " + " | ".join(str(row[k]) for k in keys) + " |")
+    if json_path:
+        Path(json_path).write_text(json.dumps({"input": title, "rows": rows}, indent=1) + "\n")
+
+
 def timed(command: list[str], env: dict, stdin, stdout) -> tuple[float, int]:
     """(wall seconds, peak RSS in MB) of one process, measured by GNU time."""
     with tempfile.NamedTemporaryFile("r", suffix=".time") as t:
@@ -100,16 +114,7 @@ def main() -> int:
         source = work / "input"
         source.write_bytes(data)
         rows = [run(name, source, len(data), work) for name in runs]
-    cpu = cpu_description()
-    title = f"{path.name}{f' (first {len(data):,} bytes)' if args.limit else ''}, {len(data):,} bytes; {cpu}"
-    print(title)
-    keys = list(rows[0])
-    print("| " + " | ".join(keys) + " |")
-    print("|" + "---|" * len(keys))
-    for row in rows:
-        print("| " + " | ".join(str(row[k]) for k in keys) + " |")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"input": title, "rows": rows}, indent=1) + "\n")
+    print_rows(path, data, args.limit, rows, args.json)
     hashes = {row["archive sha256"] for row in rows if row["run"].startswith("engine")}
     if len(hashes) > 1:
         print("engine runs wrote different archives: the kernels disagree", file=sys.stderr)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import sys
 import tempfile
@@ -20,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from corpora import locate  # noqa: E402
-from engine import cpu_description, timed  # noqa: E402  (bench/engine.py)
+from engine import print_rows, timed  # noqa: E402  (bench/engine.py)
 
 
 def run(level: int, source: Path, size: int, work: Path) -> dict:
@@ -58,15 +57,7 @@ def main() -> int:
         source = work / "input"
         source.write_bytes(data)
         rows = [run(level, source, len(data), work) for level in levels]
-    title = f"{path.name}{f' (first {len(data):,} bytes)' if args.limit else ''}, {len(data):,} bytes; {cpu_description()}"
-    print(title)
-    keys = list(rows[0])
-    print("| " + " | ".join(keys) + " |")
-    print("|" + "---|" * len(keys))
-    for row in rows:
-        print("| " + " | ".join(str(row[k]) for k in keys) + " |")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"input": title, "rows": rows}, indent=1) + "\n")
+    print_rows(path, data, args.limit, rows, args.json)
     return 0 if all(row["round trip"] == "exact" for row in rows) else 1
 
 
