@@ -27,6 +27,7 @@
 #include <string.h>
 
 #include "nczip.h"
+#include "vocab_simd.h"
 
 #define STEPS 256                      /* log steps per bit */
 #define K_LIMIT 65535                  /* steps below the max logit a token can fall: 256 bits */
@@ -442,6 +443,29 @@ typedef struct {
     float part_max[2];
 } vocab_pass;
 
+#if NCZ_HAVE_VOCAB_AVX2
+/* scores_part's second loop, eight at a time; returns the weights' sum, *end the first index
+ * left. k < 2^16 and w0 <= 4 W_ONE: every product fits 32 bits (see scores_part). */
+NCZ_AVX2 static uint64_t scores_avx2(const uint16_t *kk, const int32_t *bias, int32_t *z, size_t lo, size_t hi,
+                                     uint32_t w0_hi, uint32_t w0_lo, size_t *end)
+{
+    const __m256i last = _mm256_set1_epi32(32 * STEPS - 1), hi_w = _mm256_set1_epi32((int)w0_hi),
+                  lo_w = _mm256_set1_epi32((int)w0_lo);
+    __m256i zsum = _mm256_setzero_si256();
+    size_t t = lo;
+    for (; t + 8 <= hi; t += 8) {
+        __m256i k = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(kk + t)));
+        zsum = ncz_add_u32_to_u64(zsum, ncz_pow2_weights8(_mm256_min_epu32(k, last)));
+        __m256i scaled = _mm256_add_epi32(_mm256_mullo_epi32(hi_w, k),
+                                          _mm256_srli_epi32(_mm256_mullo_epi32(lo_w, k), 16));
+        __m256i b = _mm256_srai_epi32(_mm256_loadu_si256((const __m256i *)(bias + t)), 8); /* floor */
+        _mm256_storeu_si256((__m256i *)(z + t), _mm256_sub_epi32(b, scaled));
+    }
+    *end = t;
+    return ncz_sum_u64x4(zsum);
+}
+#endif
+
 NCZ_HOT static void scores_part(void *arg, size_t lo, size_t hi, int part)
 {
     vocab_pass *a = arg;
@@ -451,17 +475,27 @@ NCZ_HOT static void scores_part(void *arg, size_t lo, size_t hi, int part)
     const float *logits = a->logits;
     int32_t *z = e->z;
     uint16_t *kk = e->k;
-    const uint64_t w0 = (uint64_t)e->w[e->set][0];
+    /* w0 * k >> 16 in 32-bit lanes, 8 to a vector instead of 4: w0 (clamped to W_ONE/16..4
+     * W_ONE) = hi 2^16 + lo, and w0 k >> 16 = hi k + (lo k >> 16) exactly, lo k < 2^32 */
+    const uint32_t w0 = (uint32_t)e->w[e->set][0], w0_hi = w0 >> 16, w0_lo = w0 & 0xFFFFu;
     uint64_t zsum = 0;
     size_t t;
     for (t = lo; t < hi; t++) { /* vectorizes: two float32 operations and a conversion */
         float steps = (mf - logits[t]) * step_scale;
         kk[t] = (uint16_t)(steps < (float)K_LIMIT ? steps : (float)K_LIMIT); /* NaN: limit */
     }
-    for (t = lo; t < hi; t++) {
+    t = lo;
+#if NCZ_HAVE_VOCAB_AVX2
+    if (ncz_vocab_avx2())
+        zsum = scores_avx2(kk, e->bias, z, lo, hi, w0_hi, w0_lo, &t);
+#endif
+    for (; t < hi; t++) {
         uint32_t k = kk[t];
-        zsum += (uint64_t)ncz_pow2_frac[k % STEPS] >> (k / STEPS < 63 ? k / STEPS : 63);
-        z[t] = -(int32_t)((w0 * k) >> 16) + (int32_t)shr_floor(e->bias[t], 8);
+        /* 2^(31 - k/256) >> ... as a 32-bit shift: from 32 * 256 steps on, the weight is 0,
+         * which k = 32 * 256 - 1 gives as well (the table's last entry >> 31) */
+        uint32_t kw = k < 32 * STEPS - 1 ? k : 32 * STEPS - 1;
+        zsum += ncz_pow2_frac[kw % STEPS] >> (kw / STEPS);
+        z[t] = -(int32_t)(w0_hi * k + ((w0_lo * k) >> 16)) + (int32_t)shr_floor(e->bias[t], 8);
     }
     a->part_sum[part] = zsum;
 }
@@ -486,16 +520,10 @@ static int mix_with_bias(ncz_ensemble *e, const lane_state *ls, const float *log
     return ncz_quantize_steps(e->team, z, n, precision, freq);
 }
 
-NCZ_HOT static void max_part(void *arg, size_t lo, size_t hi, int part)
+static void max_part(void *arg, size_t lo, size_t hi, int part)
 {
     vocab_pass *a = arg;
-    float mf = -INFINITY;
-    size_t t;
-    for (t = lo; t < hi; t++) {
-        float v = a->logits[t];
-        mf = v > mf ? v : mf;
-    }
-    a->part_max[part] = mf;
+    a->part_max[part] = ncz_max_ignoring_nan(a->logits + lo, hi - lo);
 }
 
 NCZ_HOT int ncz_ens_prepare(ncz_ensemble *e, int lane, size_t pos, const float *logits, size_t n,

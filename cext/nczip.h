@@ -110,6 +110,9 @@ int ncz_decode_freqs(ncz_decoder *d, const uint32_t *freq, size_t n, unsigned pr
  * logits; no other memory is used. */
 int ncz_quantize(const float *logits, size_t n, unsigned precision, uint32_t *freq_out);
 
+/* The largest of v[0..n) ignoring NaN (-inf if none), bit for bit a sequential pass's. */
+float ncz_max_ignoring_nan(const float *v, size_t n);
+
 /* One C call per token: quantize into freq_ws (n uint32), then code. */
 int ncz_encode_logits(ncz_encoder *e, const float *logits, size_t n, size_t symbol,
                       unsigned precision, uint32_t *freq_ws);

@@ -256,3 +256,48 @@ def test_an_ensemble_with_a_helper_still_codes_in_a_forked_child():
     for i in range(3, 6):
         ens.encode(encoder, 0, i, rows[i], doc[i], PRECISION)
     assert child_bytes == encoder.finish()
+
+
+_TABLES_SCRIPT = """
+import hashlib, sys
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+import test_ensemble as t
+from nczip.ensemble import EnsembleParams, new_ensemble
+digest = hashlib.sha256()
+rng = np.random.default_rng(11)
+for vocab in (1001, 262_144):
+    rows = t._special_rows(rng, vocab, 15)
+    rows.append(np.full(vocab, -200.0, np.float32))  # every token 256+ bits below: the step limits
+    rows[-1][5] = 0.0
+    doc = [int(x) for x in rng.integers(0, 12, len(rows))]
+    for bias_rate in (8000, 0):
+        params = t.dataclasses.replace(EnsembleParams(match_min=2), bias_rate=bias_rate)
+        for threads in (1, 2):
+            ens, table = new_ensemble(params, vocab, 2, len(doc), threads=threads), np.zeros(vocab, np.uint32)
+            for i, (row, token) in enumerate(zip(rows, doc)):
+                ens.measure(i % 2, i, row, token, t.PRECISION, table)
+                digest.update(table.tobytes())
+print(digest.hexdigest())
+"""
+
+
+def test_vocabulary_passes_give_the_portable_loops_integers():
+    """The AVX2 loops of the O(vocabulary) passes (cext/vocab_simd.h: gathers from the weight
+    table) give the tables of the portable loops, which NCZIP_KERNEL=portable selects: every
+    table of an ensemble run with and without the bias head, on one and two threads, hashed in
+    two processes (the choice is made once per process)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    here = str(Path(__file__).resolve().parent)
+    digests = []
+    for kernel in ("portable", None):
+        env = {k: v for k, v in os.environ.items() if k != "NCZIP_KERNEL"}
+        if kernel:
+            env["NCZIP_KERNEL"] = kernel
+        run = subprocess.run([sys.executable, "-c", _TABLES_SCRIPT, here], env=env, capture_output=True, text=True, check=True)
+        digests.append(run.stdout.strip())
+    assert len(digests[0]) == 64 and digests[0] == digests[1]
