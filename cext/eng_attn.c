@@ -346,10 +346,148 @@ A2 static void attend_avx2(const ncz_kv_view *kv, size_t hd, size_t nq, const fl
         }
     }
 }
+/* Two queries of one lane at once (a prefill block's consecutive rows): A over [lo, hi], B over
+ * [lo + b_skip, hi + b_extra] (b_skip, b_extra in {0, 1}). Each key tile and value row is
+ * converted from half once for both, and eight accumulator chains run instead of four; every
+ * score, sum and output of each query is the sequence of operations attend_avx2 performs for
+ * it alone (positions outside a query's range are masked from its maximum and sums, and never
+ * enter its value sums). nq <= 4 heads; scratch holds 2 x 4 score rows. */
+A2 static inline __attribute__((always_inline)) void
+attend_pair_avx2(const ncz_kv_view *kv, size_t hd, const size_t nq, const float *qa, const float *qb, size_t lo,
+                 size_t hi, size_t b_skip, size_t b_extra, int bos_a, int bos_b, float *out_a, float *out_b,
+                 float *scratch)
+{
+    tile_walk w = walk_of(kv, lo, hi + b_extra);          /* the union of the two ranges */
+    tile_walk wq[2] = {w, w};                              /* each query's own lanes in it */
+    wq[0].n = w.n - b_extra;
+    wq[1].u0 = w.u0 + b_skip;
+    wq[1].n = w.n - b_skip;
+    const float *q[2] = {qa, qb};
+    float *out[2] = {out_a, out_b};
+    int bos[2] = {bos_a, bos_b};
+    size_t stride = kv->ring + 16;
+    float e0[2][4], inv[2][4];
+    for (size_t t = 0; t < w.tiles; t++) {
+        const uint16_t *kt = kv->k + tile_at(&w, t) * hd * 16;
+        for (size_t half = 0; half < 2; half++) {
+            __m256 acc[2][4];
+            for (int j = 0; j < 2; j++)
+                for (int h = 0; h < 4; h++)
+                    acc[j][h] = _mm256_setzero_ps();
+            for (size_t d = 0; d < hd; d++) {
+                __m256 kk = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(kt + d * 16 + half * 8)));
+                for (int j = 0; j < 2; j++)
+                    for (size_t h = 0; h < nq; h++)
+                        acc[j][h] = _mm256_add_ps(acc[j][h], _mm256_mul_ps(_mm256_set1_ps(q[j][h * hd + d]), kk));
+            }
+            for (int j = 0; j < 2; j++)
+                for (size_t h = 0; h < nq; h++)
+                    _mm256_storeu_ps(scratch + (4 * (size_t)j + h) * stride + 16 * t + 8 * half, acc[j][h]);
+        }
+    }
+    for (int j = 0; j < 2; j++) {
+        const tile_walk *v = &wq[j];
+        for (size_t h = 0; h < nq; h++) {
+            float *e = scratch + (4 * (size_t)j + h) * stride;
+            float mm = minus_infinity(), s0 = 0.0f;
+            for (size_t t = 0; t < w.tiles; t++) {
+                uint32_t valid = tile_valid(v, t);
+                for (size_t l = 0; l < 16; l++)
+                    if (valid >> l & 1u)
+                        mm = e[16 * t + l] > mm ? e[16 * t + l] : mm;
+            }
+            if (bos[j]) {
+                float sb = 0.0f;
+                for (size_t d = 0; d < hd; d++)
+                    sb = sb + q[j][h * hd + d] * ncz_half_to_float(kv->k0[d]);
+                s0 = sb;
+                mm = sb > mm ? sb : mm;
+            }
+            mm = mm + 0.0f;
+            __m256 part0 = _mm256_setzero_ps(), part1 = part0, vm = _mm256_set1_ps(mm);
+            for (size_t t = 0; t < w.tiles; t++) {
+                uint32_t valid = tile_valid(v, t);
+                __m256 x0 = exp256(_mm256_sub_ps(_mm256_loadu_ps(e + 16 * t), vm));
+                __m256 x1 = exp256(_mm256_sub_ps(_mm256_loadu_ps(e + 16 * t + 8), vm));
+                x0 = _mm256_and_ps(x0, mask8(valid & 0xFFu));
+                x1 = _mm256_and_ps(x1, mask8(valid >> 8));
+                _mm256_storeu_ps(e + 16 * t, x0);
+                _mm256_storeu_ps(e + 16 * t + 8, x1);
+                part0 = _mm256_add_ps(part0, x0);
+                part1 = _mm256_add_ps(part1, x1);
+            }
+            float sum = sum16_256(part0, part1);
+            if (bos[j]) {
+                e0[j][h] = ncz_expf(s0 - mm);
+                sum = e0[j][h] + sum;
+            }
+            inv[j][h] = 1.0f / sum;
+        }
+    }
+    size_t a_end = wq[0].u0 + wq[0].n, b_first = wq[1].u0;
+    for (size_t d0 = 0; d0 < hd; d0 += 8) {
+        __m256 o[2][4];
+        for (int j = 0; j < 2; j++)
+            for (int h = 0; h < 4; h++)
+                o[j][h] = _mm256_setzero_ps();
+        __m256 v0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(kv->v0 + d0)));
+        for (int j = 0; j < 2; j++)
+            if (bos[j])
+                for (size_t h = 0; h < nq; h++)
+                    o[j][h] = _mm256_add_ps(o[j][h], _mm256_mul_ps(_mm256_set1_ps(e0[j][h]), v0));
+        size_t slot = w.base * 16 + w.u0;
+        for (size_t u = w.u0; u < w.u0 + w.n; u++, slot++) {
+            if (slot == kv->ring)
+                slot = 0;
+            __m256 vv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(kv->v + slot * hd + d0)));
+            if (u < a_end)
+                for (size_t h = 0; h < nq; h++)
+                    o[0][h] = _mm256_add_ps(o[0][h], _mm256_mul_ps(_mm256_set1_ps(scratch[h * stride + u]), vv));
+            if (u >= b_first)
+                for (size_t h = 0; h < nq; h++)
+                    o[1][h] = _mm256_add_ps(o[1][h], _mm256_mul_ps(_mm256_set1_ps(scratch[(4 + h) * stride + u]), vv));
+        }
+        for (int j = 0; j < 2; j++)
+            for (size_t h = 0; h < nq; h++)
+                _mm256_storeu_ps(out[j] + h * hd + d0, _mm256_mul_ps(o[j][h], _mm256_set1_ps(inv[j][h])));
+    }
+}
+/* attend_pair_avx2 with the head count a constant: its loops over heads unroll and the eight
+ * accumulators stay in registers */
+#define PAIR_HEADS(N)                                                                                      \
+    A2 static void attend_pair_avx2_##N(const ncz_kv_view *kv, size_t hd, const float *qa, const float *qb, \
+                                        size_t lo, size_t hi, size_t b_skip, size_t b_extra, int bos_a,      \
+                                        int bos_b, float *out_a, float *out_b, float *scratch)              \
+    {                                                                                                      \
+        attend_pair_avx2(kv, hd, N, qa, qb, lo, hi, b_skip, b_extra, bos_a, bos_b, out_a, out_b, scratch);  \
+    }
+PAIR_HEADS(1)
+PAIR_HEADS(2)
+PAIR_HEADS(3)
+PAIR_HEADS(4)
+#undef PAIR_HEADS
 #define HAVE_X86_KERNELS 1
 #else
 #define HAVE_X86_KERNELS 0
 #endif
+
+void ncz_attend_pair(const ncz_kv_view *kv, size_t head_dim, size_t n_q, const float *qa, const float *qb,
+                     size_t lo, size_t hi, size_t b_skip, size_t b_extra, int bos_a, int bos_b, float *out_a,
+                     float *out_b, float *scratch, int kernel)
+{
+#if HAVE_X86_KERNELS
+    if (head_dim % 16 == 0 && n_q >= 1 && n_q <= 4 && kernel == NCZ_KERNEL_AVX2 && lo <= hi) {
+        void (*pair)(const ncz_kv_view *, size_t, const float *, const float *, size_t, size_t, size_t, size_t, int,
+                     int, float *, float *, float *) =
+            n_q == 4 ? attend_pair_avx2_4 : n_q == 3 ? attend_pair_avx2_3 : n_q == 2 ? attend_pair_avx2_2
+                                                                                    : attend_pair_avx2_1;
+        pair(kv, head_dim, qa, qb, lo, hi, b_skip, b_extra, bos_a, bos_b, out_a, out_b, scratch);
+        return;
+    }
+#endif
+    ncz_attend(kv, head_dim, n_q, qa, lo, hi, bos_a, out_a, scratch, kernel);
+    ncz_attend(kv, head_dim, n_q, qb, lo + b_skip, hi + b_extra, bos_b, out_b, scratch, kernel);
+}
 
 void ncz_attend(const ncz_kv_view *kv, size_t head_dim, size_t n_q, const float *q, size_t lo, size_t hi,
                 int with_bos, float *out, float *scratch, int kernel)

@@ -201,6 +201,16 @@ static void attention_part(void *arg, size_t lo, size_t hi, int part)
         }
         const float *q = m->q + (r * nh + h * per) * hd;
         float *out = m->att + (r * nh + h * per) * hd;
+        /* A prefill block's next row on the same lane, one position on: both in one pass over
+         * the cache (its range starts at `first` or one later, and ends one later). */
+        if (nkv == 1 && u + 1 < hi && first <= pos && (size_t)p->lanes[r + 1] == lane &&
+            (size_t)p->positions[r + 1] == pos + 1) {
+            size_t next_first = local && pos + 2 > window ? pos + 2 - window : 1;
+            ncz_attend_pair(&kv, hd, per, q, q + nh * hd, first, pos, next_first - first, 1, bos,
+                            !(local && pos + 2 > window), out, out + nh * hd, scratch, m->kernel);
+            u++;
+            continue;
+        }
         ncz_attend(&kv, hd, per, q, first, pos, bos, out, scratch, m->kernel);
     }
 }

@@ -180,9 +180,14 @@ typedef struct {
 /* Attention of n_q query heads (sharing this cache) over window positions [lo, hi] (1 <= lo,
  * or lo > hi for none) and, when with_bos, the BOS cell. q: n_q x head_dim floats (already
  * scaled); out: n_q x head_dim floats; scratch: NCZ_ATTN_SCRATCH(ring) floats. */
-#define NCZ_ATTN_SCRATCH(ring) (4 * ((ring) + 16))
+#define NCZ_ATTN_SCRATCH(ring) (8 * ((ring) + 16))
 void ncz_attend(const ncz_kv_view *kv, size_t head_dim, size_t n_q, const float *q, size_t lo, size_t hi,
                 int with_bos, float *out, float *scratch, int kernel);
+/* Two queries of one cache, the bits of two ncz_attend calls: qa over [lo, hi] (lo <= hi) with
+ * bos_a, qb over [lo + b_skip, hi + b_extra] with bos_b (b_skip, b_extra: 0 or 1). */
+void ncz_attend_pair(const ncz_kv_view *kv, size_t head_dim, size_t n_q, const float *qa, const float *qb,
+                     size_t lo, size_t hi, size_t b_skip, size_t b_extra, int bos_a, int bos_b, float *out_a,
+                     float *out_b, float *scratch, int kernel);
 
 
 /* ---- the model (eng_model.c: weights, lanes and caches; eng_gemma3.c: its forward pass) ---- */
