@@ -179,7 +179,8 @@ typedef struct {
 
 /* Attention of n_q query heads (sharing this cache) over window positions [lo, hi] (1 <= lo,
  * or lo > hi for none) and, when with_bos, the BOS cell. q: n_q x head_dim floats (already
- * scaled); out: n_q x head_dim floats; scratch: NCZ_ATTN_SCRATCH(ring) floats. */
+ * scaled); out: n_q x head_dim floats; scratch: NCZ_ATTN_SCRATCH(ring) floats (room for the
+ * scores of two queries of up to 4 heads: ncz_attend_pair). */
 #define NCZ_ATTN_SCRATCH(ring) (8 * ((ring) + 16))
 void ncz_attend(const ncz_kv_view *kv, size_t head_dim, size_t n_q, const float *q, size_t lo, size_t hi,
                 int with_bos, float *out, float *scratch, int kernel);
