@@ -243,12 +243,53 @@ A2 static inline __m256 mask8(uint32_t bits)
     return _mm256_castsi256_ps(_mm256_cmpeq_epi32(b, lanes));
 }
 
+/* One query head's softmax over its scores e (the tiles [0, tiles) of a walk; v's lanes valid),
+ * with the BOS cell when with_bos: e becomes exp(score - m), 0 outside the valid lanes, *e0
+ * the BOS cell's; returns 1 / S. */
+A2 static inline float softmax_avx2(float *e, const tile_walk *v, size_t tiles, const float *qh, size_t hd,
+                                    const ncz_kv_view *kv, int with_bos, float *e0)
+{
+    float mm = minus_infinity(), s0 = 0.0f;
+    for (size_t t = 0; t < tiles; t++) {
+        uint32_t valid = tile_valid(v, t);
+        for (size_t l = 0; l < 16; l++)
+            if (valid >> l & 1u)
+                mm = e[16 * t + l] > mm ? e[16 * t + l] : mm;
+    }
+    if (with_bos) {
+        float s = 0.0f;
+        for (size_t d = 0; d < hd; d++)
+            s = s + qh[d] * ncz_half_to_float(kv->k0[d]);
+        s0 = s;
+        mm = s > mm ? s : mm;
+    }
+    mm = mm + 0.0f;
+    __m256 part0 = _mm256_setzero_ps(), part1 = part0, vm = _mm256_set1_ps(mm);
+    for (size_t t = 0; t < tiles; t++) {
+        uint32_t valid = tile_valid(v, t);
+        __m256 x0 = exp256(_mm256_sub_ps(_mm256_loadu_ps(e + 16 * t), vm));
+        __m256 x1 = exp256(_mm256_sub_ps(_mm256_loadu_ps(e + 16 * t + 8), vm));
+        x0 = _mm256_and_ps(x0, mask8(valid & 0xFFu));
+        x1 = _mm256_and_ps(x1, mask8(valid >> 8));
+        _mm256_storeu_ps(e + 16 * t, x0);
+        _mm256_storeu_ps(e + 16 * t + 8, x1);
+        part0 = _mm256_add_ps(part0, x0);
+        part1 = _mm256_add_ps(part1, x1);
+    }
+    float sum = sum16_256(part0, part1);
+    if (with_bos) {
+        *e0 = ncz_expf(s0 - mm);
+        sum = *e0 + sum;
+    }
+    return 1.0f / sum;
+}
+
 A2 static void attend_avx2(const ncz_kv_view *kv, size_t hd, size_t nq, const float *q, size_t lo, size_t hi,
                            int with_bos, float *out, float *scratch)
 {
     tile_walk w = walk_of(kv, lo, hi);
     size_t stride = kv->ring + 16;
-    float e0[4], inv[4], s0[4];
+    float e0[4], inv[4];
     for (size_t h0 = 0; h0 < nq; h0 += 4) {
         size_t nh = nq - h0 < 4 ? nq - h0 : 4;
         const float *qh = q + h0 * hd;
@@ -276,42 +317,8 @@ A2 static void attend_avx2(const ncz_kv_view *kv, size_t hd, size_t nq, const fl
                     _mm256_storeu_ps(dst + 3 * stride, acc3);
             }
         }
-        for (size_t h = 0; h < nh; h++) {
-            float *e = scratch + h * stride;
-            float mm = minus_infinity();
-            for (size_t t = 0; t < w.tiles; t++) {
-                uint32_t valid = tile_valid(&w, t);
-                for (size_t l = 0; l < 16; l++)
-                    if (valid >> l & 1u)
-                        mm = e[16 * t + l] > mm ? e[16 * t + l] : mm;
-            }
-            if (with_bos) {
-                float s = 0.0f;
-                for (size_t d = 0; d < hd; d++)
-                    s = s + qh[h * hd + d] * ncz_half_to_float(kv->k0[d]);
-                s0[h] = s;
-                mm = s > mm ? s : mm;
-            }
-            mm = mm + 0.0f;
-            __m256 part0 = _mm256_setzero_ps(), part1 = part0, vm = _mm256_set1_ps(mm);
-            for (size_t t = 0; t < w.tiles; t++) {
-                uint32_t valid = tile_valid(&w, t);
-                __m256 x0 = exp256(_mm256_sub_ps(_mm256_loadu_ps(e + 16 * t), vm));
-                __m256 x1 = exp256(_mm256_sub_ps(_mm256_loadu_ps(e + 16 * t + 8), vm));
-                x0 = _mm256_and_ps(x0, mask8(valid & 0xFFu));
-                x1 = _mm256_and_ps(x1, mask8(valid >> 8));
-                _mm256_storeu_ps(e + 16 * t, x0);
-                _mm256_storeu_ps(e + 16 * t + 8, x1);
-                part0 = _mm256_add_ps(part0, x0);
-                part1 = _mm256_add_ps(part1, x1);
-            }
-            float sum = sum16_256(part0, part1);
-            if (with_bos) {
-                e0[h] = ncz_expf(s0[h] - mm);
-                sum = e0[h] + sum;
-            }
-            inv[h] = 1.0f / sum;
-        }
+        for (size_t h = 0; h < nh; h++)
+            inv[h] = softmax_avx2(scratch + h * stride, &w, w.tiles, qh + h * hd, hd, kv, with_bos, &e0[h]);
         for (size_t d0 = 0; d0 < hd; d0 += 16) {
             __m256 o[4][2];
             for (size_t h = 0; h < 4; h++)
@@ -385,45 +392,10 @@ attend_pair_avx2(const ncz_kv_view *kv, size_t hd, const size_t nq, const float 
                     _mm256_storeu_ps(scratch + (4 * (size_t)j + h) * stride + 16 * t + 8 * half, acc[j][h]);
         }
     }
-    for (int j = 0; j < 2; j++) {
-        const tile_walk *v = &wq[j];
-        for (size_t h = 0; h < nq; h++) {
-            float *e = scratch + (4 * (size_t)j + h) * stride;
-            float mm = minus_infinity(), s0 = 0.0f;
-            for (size_t t = 0; t < w.tiles; t++) {
-                uint32_t valid = tile_valid(v, t);
-                for (size_t l = 0; l < 16; l++)
-                    if (valid >> l & 1u)
-                        mm = e[16 * t + l] > mm ? e[16 * t + l] : mm;
-            }
-            if (bos[j]) {
-                float sb = 0.0f;
-                for (size_t d = 0; d < hd; d++)
-                    sb = sb + q[j][h * hd + d] * ncz_half_to_float(kv->k0[d]);
-                s0 = sb;
-                mm = sb > mm ? sb : mm;
-            }
-            mm = mm + 0.0f;
-            __m256 part0 = _mm256_setzero_ps(), part1 = part0, vm = _mm256_set1_ps(mm);
-            for (size_t t = 0; t < w.tiles; t++) {
-                uint32_t valid = tile_valid(v, t);
-                __m256 x0 = exp256(_mm256_sub_ps(_mm256_loadu_ps(e + 16 * t), vm));
-                __m256 x1 = exp256(_mm256_sub_ps(_mm256_loadu_ps(e + 16 * t + 8), vm));
-                x0 = _mm256_and_ps(x0, mask8(valid & 0xFFu));
-                x1 = _mm256_and_ps(x1, mask8(valid >> 8));
-                _mm256_storeu_ps(e + 16 * t, x0);
-                _mm256_storeu_ps(e + 16 * t + 8, x1);
-                part0 = _mm256_add_ps(part0, x0);
-                part1 = _mm256_add_ps(part1, x1);
-            }
-            float sum = sum16_256(part0, part1);
-            if (bos[j]) {
-                e0[j][h] = ncz_expf(s0 - mm);
-                sum = e0[j][h] + sum;
-            }
-            inv[j][h] = 1.0f / sum;
-        }
-    }
+    for (int j = 0; j < 2; j++)
+        for (size_t h = 0; h < nq; h++)
+            inv[j][h] = softmax_avx2(scratch + (4 * (size_t)j + h) * stride, &wq[j], w.tiles, q[j] + h * hd, hd, kv,
+                                     bos[j], &e0[j][h]);
     size_t a_end = wq[0].u0 + wq[0].n, b_first = wq[1].u0;
     for (size_t d0 = 0; d0 < hd; d0 += 8) {
         __m256 o[2][4];
