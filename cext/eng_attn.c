@@ -354,19 +354,19 @@ A2 static void attend_avx2(const ncz_kv_view *kv, size_t hd, size_t nq, const fl
     }
 }
 /* Two queries of one lane at once (a prefill block's consecutive rows): A over [lo, hi], B over
- * [lo + b_skip, hi + b_extra] (b_skip, b_extra in {0, 1}). Each key tile and value row is
+ * [lo + b_skip, hi + 1] (b_skip 0 or 1). Each key tile and value row is
  * converted from half once for both, and eight accumulator chains run instead of four; every
  * score, sum and output of each query is the sequence of operations attend_avx2 performs for
  * it alone (positions outside a query's range are masked from its maximum and sums, and never
  * enter its value sums). nq <= 4 heads; scratch holds 2 x 4 score rows. */
 A2 static inline __attribute__((always_inline)) void
 attend_pair_avx2(const ncz_kv_view *kv, size_t hd, const size_t nq, const float *qa, const float *qb, size_t lo,
-                 size_t hi, size_t b_skip, size_t b_extra, int bos_a, int bos_b, float *out_a, float *out_b,
+                 size_t hi, size_t b_skip, int bos_a, int bos_b, float *out_a, float *out_b,
                  float *scratch)
 {
-    tile_walk w = walk_of(kv, lo, hi + b_extra);          /* the union of the two ranges */
+    tile_walk w = walk_of(kv, lo, hi + 1);                 /* the union of the two ranges */
     tile_walk wq[2] = {w, w};                              /* each query's own lanes in it */
-    wq[0].n = w.n - b_extra;
+    wq[0].n = w.n - 1;
     wq[1].u0 = w.u0 + b_skip;
     wq[1].n = w.n - b_skip;
     const float *q[2] = {qa, qb};
@@ -428,10 +428,10 @@ attend_pair_avx2(const ncz_kv_view *kv, size_t hd, const size_t nq, const float 
  * accumulators stay in registers */
 #define PAIR_HEADS(N)                                                                                      \
     A2 static void attend_pair_avx2_##N(const ncz_kv_view *kv, size_t hd, const float *qa, const float *qb, \
-                                        size_t lo, size_t hi, size_t b_skip, size_t b_extra, int bos_a,      \
-                                        int bos_b, float *out_a, float *out_b, float *scratch)              \
+                                        size_t lo, size_t hi, size_t b_skip, int bos_a, int bos_b,          \
+                                        float *out_a, float *out_b, float *scratch)                         \
     {                                                                                                      \
-        attend_pair_avx2(kv, hd, N, qa, qb, lo, hi, b_skip, b_extra, bos_a, bos_b, out_a, out_b, scratch);  \
+        attend_pair_avx2(kv, hd, N, qa, qb, lo, hi, b_skip, bos_a, bos_b, out_a, out_b, scratch);          \
     }
 PAIR_HEADS(1)
 PAIR_HEADS(2)
@@ -444,21 +444,21 @@ PAIR_HEADS(4)
 #endif
 
 void ncz_attend_pair(const ncz_kv_view *kv, size_t head_dim, size_t n_q, const float *qa, const float *qb,
-                     size_t lo, size_t hi, size_t b_skip, size_t b_extra, int bos_a, int bos_b, float *out_a,
-                     float *out_b, float *scratch, int kernel)
+                     size_t lo, size_t hi, size_t b_skip, int bos_a, int bos_b, float *out_a, float *out_b,
+                     float *scratch, int kernel)
 {
 #if HAVE_X86_KERNELS
     if (head_dim % 16 == 0 && n_q >= 1 && n_q <= 4 && kernel == NCZ_KERNEL_AVX2 && lo <= hi) {
-        void (*pair)(const ncz_kv_view *, size_t, const float *, const float *, size_t, size_t, size_t, size_t, int,
-                     int, float *, float *, float *) =
+        void (*pair)(const ncz_kv_view *, size_t, const float *, const float *, size_t, size_t, size_t, int, int,
+                     float *, float *, float *) =
             n_q == 4 ? attend_pair_avx2_4 : n_q == 3 ? attend_pair_avx2_3 : n_q == 2 ? attend_pair_avx2_2
                                                                                     : attend_pair_avx2_1;
-        pair(kv, head_dim, qa, qb, lo, hi, b_skip, b_extra, bos_a, bos_b, out_a, out_b, scratch);
+        pair(kv, head_dim, qa, qb, lo, hi, b_skip, bos_a, bos_b, out_a, out_b, scratch);
         return;
     }
 #endif
     ncz_attend(kv, head_dim, n_q, qa, lo, hi, bos_a, out_a, scratch, kernel);
-    ncz_attend(kv, head_dim, n_q, qb, lo + b_skip, hi + b_extra, bos_b, out_b, scratch, kernel);
+    ncz_attend(kv, head_dim, n_q, qb, lo + b_skip, hi + 1, bos_b, out_b, scratch, kernel);
 }
 
 void ncz_attend(const ncz_kv_view *kv, size_t head_dim, size_t n_q, const float *q, size_t lo, size_t hi,

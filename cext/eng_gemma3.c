@@ -181,6 +181,14 @@ static void qk_rows(void *arg, size_t lo, size_t hi, int part)
     }
 }
 
+/* The first window position the row at `pos` attends to, and whether it sees the BOS cell: all
+ * positions from 1 on global layers, the last `window` (this one included) on local ones. */
+static size_t attention_first(int local, size_t window, size_t pos, int *bos)
+{
+    *bos = !(local && pos + 1 > window);
+    return *bos ? 1 : pos + 1 - window;
+}
+
 static void attention_part(void *arg, size_t lo, size_t hi, int part)
 {
     pass *p = arg;
@@ -193,21 +201,17 @@ static void attention_part(void *arg, size_t lo, size_t hi, int part)
         size_t r = u / nkv, h = u % nkv;
         size_t lane = (size_t)p->lanes[r], pos = (size_t)p->positions[r];
         ncz_kv_view kv = ncz_model_kv(m, lane, p->layer, (int)h);
-        size_t first = 1;
-        int bos = 1;
-        if (local && pos + 1 > window) { /* the last `window` positions, this one included */
-            first = pos + 1 - window;
-            bos = 0;
-        }
+        int bos, next_bos;
+        size_t first = attention_first(local, window, pos, &bos);
         const float *q = m->q + (r * nh + h * per) * hd;
         float *out = m->att + (r * nh + h * per) * hd;
         /* A prefill block's next row on the same lane, one position on: both in one pass over
          * the cache (its range starts at `first` or one later, and ends one later). */
         if (nkv == 1 && u + 1 < hi && first <= pos && (size_t)p->lanes[r + 1] == lane &&
             (size_t)p->positions[r + 1] == pos + 1) {
-            size_t next_first = local && pos + 2 > window ? pos + 2 - window : 1;
-            ncz_attend_pair(&kv, hd, per, q, q + nh * hd, first, pos, next_first - first, 1, bos,
-                            !(local && pos + 2 > window), out, out + nh * hd, scratch, m->kernel);
+            size_t next_first = attention_first(local, window, pos + 1, &next_bos);
+            ncz_attend_pair(&kv, hd, per, q, q + nh * hd, first, pos, next_first - first, bos, next_bos, out,
+                            out + nh * hd, scratch, m->kernel);
             u++;
             continue;
         }

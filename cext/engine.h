@@ -185,10 +185,10 @@ typedef struct {
 void ncz_attend(const ncz_kv_view *kv, size_t head_dim, size_t n_q, const float *q, size_t lo, size_t hi,
                 int with_bos, float *out, float *scratch, int kernel);
 /* Two queries of one cache, the bits of two ncz_attend calls: qa over [lo, hi] (lo <= hi) with
- * bos_a, qb over [lo + b_skip, hi + b_extra] with bos_b (b_skip, b_extra: 0 or 1). */
+ * bos_a, qb (the next position's) over [lo + b_skip, hi + 1] with bos_b (b_skip: 0 or 1). */
 void ncz_attend_pair(const ncz_kv_view *kv, size_t head_dim, size_t n_q, const float *qa, const float *qb,
-                     size_t lo, size_t hi, size_t b_skip, size_t b_extra, int bos_a, int bos_b, float *out_a,
-                     float *out_b, float *scratch, int kernel);
+                     size_t lo, size_t hi, size_t b_skip, int bos_a, int bos_b, float *out_a, float *out_b,
+                     float *scratch, int kernel);
 
 
 /* ---- the model (eng_model.c: weights, lanes and caches; eng_gemma3.c: its forward pass) ---- */

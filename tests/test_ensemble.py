@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -287,11 +291,6 @@ def test_vocabulary_passes_give_the_portable_loops_integers():
     table) give the tables of the portable loops, which NCZIP_KERNEL=portable selects: every
     table of an ensemble run with and without the bias head, on one and two threads, hashed in
     two processes (the choice is made once per process)."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
     here = str(Path(__file__).resolve().parent)
     digests = []
     for kernel in ("portable", None):
